@@ -1,0 +1,164 @@
+//! The typed shape of `plugins.toml`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsFile {
+    /// Operator settings for the host itself.
+    #[serde(default)]
+    pub host: HostSettings,
+    /// Plugins by id.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<PluginDecl>>,
+    /// Tenants by id.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, Spanned<TenantDecl>>,
+}
+
+/// Operator-only settings. Neither a plugin nor a tenant can change these.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// Private, loopback and link-local networks that plugins may reach anyway (CIDR list).
+    /// Empty by default: a plugin can never reach the operator's internal network or a cloud
+    /// metadata endpoint unless the operator lists it here (the tests and the demo list
+    /// 127.0.0.0/8 for the local Salesforce stand-in).
+    #[serde(default)]
+    pub allow_private_networks: Vec<Spanned<String>>,
+    /// Concurrent plugin instances on this host (sizes the pooling allocator).
+    pub max_concurrent_instances: Option<u32>,
+    /// How long an event keeps being retried before it is dead-lettered, in seconds.
+    pub retry_horizon_seconds: Option<u64>,
+}
+
+/// One plugin: where its component is, what it may touch, its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDecl {
+    /// Path of the `.wasm` component, relative to the directory of `plugins.toml`.
+    pub component: Spanned<PathBuf>,
+    /// The plugin's own version (shown in the admin surface).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A one-line description for the admin surface.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Call-event kinds delivered to the plugin (e.g. "ended", "memo-updated"); `["*"]` for all.
+    #[serde(default)]
+    pub events: Vec<Spanned<String>>,
+    /// Periodic runs: schedule name -> default interval in seconds (a tenant may override it).
+    #[serde(default)]
+    pub schedules: BTreeMap<String, Spanned<u64>>,
+    /// What the plugin may touch. Everything not granted is denied.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Per-invocation limits; unset ones take the host defaults.
+    #[serde(default)]
+    pub limits: LimitsDecl,
+}
+
+/// Capabilities granted to a plugin. Deny by default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// URL patterns the plugin may send HTTP requests to: `scheme://host[:port][/path-prefix]`,
+    /// where the host may start with `*.`, and `{config.KEY}` takes the value of a tenant setting
+    /// (how a tenant's own login host, My Domain or instance URL is allowed).
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
+    /// Secret names the plugin may read (the tenant's values only).
+    #[serde(default)]
+    pub secrets: Vec<Spanned<String>>,
+    /// May keep durable state for itself.
+    #[serde(default)]
+    pub state: bool,
+    /// Access to the tenant's phone book.
+    #[serde(default)]
+    pub contacts: ContactsGrant,
+}
+
+/// How far a plugin may touch the tenant's phone book.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContactsGrant {
+    /// No access.
+    #[default]
+    None,
+    /// Look-ups only.
+    Read,
+    /// Look-ups, upserts and deletions.
+    ReadWrite,
+}
+
+/// Per-invocation limits as written in the file (all optional).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDecl {
+    pub cpu_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub wall_ms: Option<u64>,
+    pub http_requests: Option<u32>,
+    pub http_request_bytes: Option<u64>,
+    pub http_response_bytes: Option<u64>,
+    pub log_lines: Option<u32>,
+    pub log_line_bytes: Option<u32>,
+    pub return_bytes: Option<u64>,
+    pub state_bytes: Option<u64>,
+}
+
+/// A tenant: its defaults and the plugins it enabled.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDecl {
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// ISO country for national phone numbers (JP for the seeds' tenants).
+    #[serde(default = "default_country")]
+    pub default_country: String,
+    /// The tenant's language for default texts ("ja", "en").
+    #[serde(default)]
+    pub language: Option<String>,
+    /// What the PBX gets when an IVR look-up fails or is late.
+    #[serde(default)]
+    pub ivr_fallback: IvrFallback,
+    /// Plugin id -> the tenant's settings for it.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<TenantPluginDecl>>,
+}
+
+fn default_country() -> String {
+    "JP".to_string()
+}
+
+/// The decision the PBX gets when the plugin cannot answer in time.
+#[derive(Debug, Clone, Deserialize, Default, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IvrFallback {
+    pub speech: Option<String>,
+    pub route: Option<String>,
+}
+
+/// A tenant's settings for one plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPluginDecl {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Free-form settings passed to the plugin as JSON. Never secrets.
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+    /// Schedule name -> interval in seconds, overriding the plugin's default.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, u64>,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,299 @@
+//! The host as a library: what a PBX written in Rust links, and what the HTTP API and the
+//! CLI call. Both ingest doors (this Rust API and the HTTP/JSON API) end here.
+
+mod admin;
+mod delivery;
+mod ivr;
+mod registry;
+mod scheduler;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::capabilities::{HttpClient, NetPolicy, SecretStore, Services};
+use crate::config::{self, ConfigError, PluginsFile};
+use crate::runtime::bindings::types;
+use crate::runtime::{EngineOptions, InvocationScope, Runtime};
+use crate::store::{SqliteStorage, Storage};
+
+pub use admin::{AdminError, CheckResult, SecretView, TenantPluginView};
+pub use delivery::IngestError;
+pub use delivery::IngestReceipt;
+pub use registry::{PluginEntry, PluginStatus, Registry, TenantEntry};
+
+/// How to start a host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// `plugins.toml`.
+    pub config_path: PathBuf,
+    /// Database, secrets and compile cache live here.
+    pub data_dir: PathBuf,
+    pub engine: EngineOptions,
+    /// Operator-provided secrets loaded at start (TOML: `[tenant.plugin] name = "value"`).
+    pub secrets_file: Option<PathBuf>,
+    /// How often to look for a changed plugins.toml or component; `None`: never.
+    pub reload_interval: Option<Duration>,
+    /// Deliveries running at once.
+    pub delivery_workers: usize,
+    /// How often the scheduler looks for due schedules.
+    pub schedule_tick: Duration,
+}
+
+impl HostOptions {
+    pub fn new(config_path: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        HostOptions {
+            config_path: config_path.into(),
+            data_dir: data_dir.into(),
+            engine: EngineOptions::default(),
+            secrets_file: None,
+            reload_interval: Some(Duration::from_secs(2)),
+            delivery_workers: 32,
+            schedule_tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) struct Inner {
+    pub runtime: Runtime,
+    pub services: Arc<Services>,
+    pub registry: RwLock<Arc<Registry>>,
+    pub opts: HostOptions,
+    pub base_dir: PathBuf,
+    pub wake: Notify,
+    pub shutdown: tokio_util_shutdown::Shutdown,
+    pub invocation_seq: AtomicU64,
+    pub config_stamp: RwLock<Option<std::time::SystemTime>>,
+}
+
+/// A running host. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) inner: Arc<Inner>,
+}
+
+mod tokio_util_shutdown {
+    //! A tiny shutdown signal shared by the background tasks.
+    use tokio::sync::watch;
+
+    pub struct Shutdown {
+        tx: watch::Sender<bool>,
+    }
+    impl Shutdown {
+        pub fn new() -> Self {
+            Shutdown { tx: watch::channel(false).0 }
+        }
+        pub fn trigger(&self) {
+            self.tx.send_replace(true);
+        }
+        pub fn is_triggered(&self) -> bool {
+            *self.tx.borrow()
+        }
+        pub async fn wait(&self) {
+            let mut rx = self.tx.subscribe();
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn private_networks(file: &PluginsFile) -> Vec<ipnet::IpNet> {
+    file.host.allow_private_networks.iter().filter_map(|n| n.get_ref().parse().ok()).collect()
+}
+
+impl Host {
+    /// Validate the configuration, open storage, load every plugin (skipping the ones that
+    /// fail) and start the background workers (delivery, schedules, reload).
+    pub async fn start(opts: HostOptions) -> Result<Host, StartError> {
+        let file = config::load_file(&opts.config_path).map_err(StartError::Config)?;
+        let other = |what: &str, e: &dyn std::fmt::Display| StartError::Other(format!("{what}: {e}"));
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| other(&format!("cannot create {}", opts.data_dir.display()), &e))?;
+        let storage = SqliteStorage::open(&opts.data_dir.join("host.sqlite3")).map_err(|e| other("storage", &e))?;
+        let secrets = SecretStore::open(&opts.data_dir.join("secrets")).map_err(|e| other("secret store", &e))?;
+        let http = HttpClient::new(NetPolicy { allowed_internal: private_networks(&file) }).map_err(|e| other("http client", &e))?;
+        let services = Arc::new(Services { storage: Arc::new(storage), secrets, http });
+        if let Some(path) = &opts.secrets_file {
+            load_secrets_file(&services.secrets, path).map_err(|e| StartError::Other(e.to_string()))?;
+        }
+        let mut engine_opts = opts.engine.clone();
+        if let Some(n) = file.host.max_concurrent_instances {
+            engine_opts.max_instances = n;
+        }
+        let runtime = Runtime::new(&engine_opts, Some(opts.data_dir.join("compiled"))).map_err(|e| other("engine", &e))?;
+        let base_dir = opts.config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        let stamp = std::fs::metadata(&opts.config_path).and_then(|m| m.modified()).ok();
+        let registry = Registry::build(&runtime, file, &base_dir, None);
+        let inner = Arc::new(Inner {
+            runtime,
+            services,
+            registry: RwLock::new(Arc::new(registry)),
+            opts,
+            base_dir,
+            wake: Notify::new(),
+            shutdown: tokio_util_shutdown::Shutdown::new(),
+            invocation_seq: AtomicU64::new(0),
+            config_stamp: RwLock::new(stamp),
+        });
+        let host = Host { inner };
+        tokio::spawn(delivery::run(host.clone()));
+        tokio::spawn(scheduler::run(host.clone()));
+        if let Some(every) = host.inner.opts.reload_interval {
+            tokio::spawn(reload_loop(host.clone(), every));
+        }
+        Ok(host)
+    }
+
+    /// The registry in force now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.inner.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.services.storage
+    }
+
+    pub fn allocator(&self) -> crate::runtime::AllocatorKind {
+        self.inner.runtime.allocator()
+    }
+
+    /// What loading reported for every declared plugin.
+    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.registry().statuses()
+    }
+
+    /// Re-read plugins.toml and reload changed components. A file that fails validation is
+    /// reported and the running configuration stays; work in flight is not interrupted.
+    pub fn reload(&self) -> Result<Vec<PluginStatus>, Vec<ConfigError>> {
+        let file = config::load_file(&self.inner.opts.config_path)?;
+        let old = self.registry();
+        let new = Registry::build(&self.inner.runtime, file, &self.inner.base_dir, Some(&old));
+        let statuses = new.statuses();
+        *self.inner.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        *self.inner.config_stamp.write().unwrap_or_else(|p| p.into_inner()) =
+            std::fs::metadata(&self.inner.opts.config_path).and_then(|m| m.modified()).ok();
+        self.inner.wake.notify_one();
+        Ok(statuses)
+    }
+
+    /// Stop the background workers. Deliveries in flight finish; pending ones stay queued.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.trigger();
+        self.inner.wake.notify_waiters();
+    }
+
+    /// The settings in force for a tenant's plugin: plugins.toml overlaid with what the
+    /// tenant admin changed through the admin API.
+    pub(crate) fn effective(&self, registry: &Registry, tenant: &str, plugin: &str) -> Result<(bool, serde_json::Value), AdminError> {
+        let t = registry.tenants.get(tenant).ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
+        if !registry.plugins.contains_key(plugin) {
+            return Err(AdminError::UnknownPlugin(plugin.into()));
+        }
+        let from_file = t.decl.plugins.get(plugin).map(|p| p.get_ref());
+        let mut enabled = from_file.is_some_and(|p| p.enabled);
+        let mut config = from_file
+            .and_then(|p| p.config.as_ref())
+            .and_then(|c| serde_json::to_value(c.get_ref()).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = self.storage().override_get(tenant, plugin).map_err(|e| AdminError::Storage(e.to_string()))? {
+            if let Some(e) = o.enabled {
+                enabled = e;
+            }
+            if let Some(c) = o.config {
+                config = c;
+            }
+        }
+        Ok((enabled, config))
+    }
+
+    /// Everything an invocation needs about who it runs for.
+    pub(crate) fn scope(&self, tenant: &TenantEntry, plugin: &PluginEntry, config: serde_json::Value) -> (InvocationScope, types::Context) {
+        let seq = self.inner.invocation_seq.fetch_add(1, Ordering::Relaxed);
+        let invocation_id: Arc<str> = format!("{}-{seq}", uuid::Uuid::new_v4().simple()).into();
+        let ctx = types::Context {
+            tenant_id: tenant.id.clone(),
+            plugin_id: plugin.id.clone(),
+            invocation_id: invocation_id.to_string(),
+            config: config.to_string(),
+            attempt: 0,
+        };
+        let scope = InvocationScope {
+            services: self.inner.services.clone(),
+            tenant_id: tenant.id.as_str().into(),
+            default_country: tenant.decl.default_country.as_str().into(),
+            plugin_id: plugin.id.as_str().into(),
+            grants: plugin.grants.clone(),
+            limits: plugin.limits.clone(),
+            config: Arc::new(config),
+            invocation_id,
+        };
+        (scope, ctx)
+    }
+}
+
+/// Load `[tenant.plugin] name = "value"` secrets into the store.
+fn load_secrets_file(store: &SecretStore, path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read secrets file {}: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("secrets file {}: {}", path.display(), e.message()))?;
+    for (tenant, plugins) in &table {
+        let Some(plugins) = plugins.as_table() else {
+            anyhow::bail!("secrets file {}: [{tenant}] must be a table of plugins", path.display());
+        };
+        for (plugin, secrets) in plugins {
+            let Some(secrets) = secrets.as_table() else {
+                anyhow::bail!("secrets file {}: [{tenant}.{plugin}] must be a table of secrets", path.display());
+            };
+            for (name, value) in secrets {
+                let Some(value) = value.as_str() else {
+                    anyhow::bail!("secrets file {}: {tenant}.{plugin}.{name} must be a string", path.display());
+                };
+                store
+                    .set(tenant, plugin, name, value)
+                    .map_err(|e| anyhow::anyhow!("secrets file {}: {tenant}.{plugin}.{name}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reload_loop(host: Host, every: Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = host.inner.shutdown.wait() => return,
+        }
+        let path = &host.inner.opts.config_path;
+        let stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let config_changed = stamp != *host.inner.config_stamp.read().unwrap_or_else(|p| p.into_inner());
+        if !config_changed && !host.registry().components_changed() {
+            continue;
+        }
+        match host.reload() {
+            Ok(statuses) => tracing::info!(plugins = statuses.len(), "configuration reloaded"),
+            Err(errors) => {
+                // Keep the running configuration; remember the stamp so the same broken file
+                // is reported once.
+                *host.inner.config_stamp.write().unwrap_or_else(|p| p.into_inner()) = stamp;
+                for e in errors {
+                    tracing::error!("reload refused, keeping the running configuration: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `pbx-host`: the plugin host as a daemon beside the PBX, and its operator tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pbx_host::{Host, HostOptions};
+
+#[derive(Parser)]
+#[command(name = "pbx-host", version, about = "WebAssembly plugin host for a cloud PBX")]
+struct Cli {
+    /// plugins.toml: plugins, their grants and limits, tenants.
+    #[arg(long, short, global = true, default_value = "plugins.toml", env = "PBX_HOST_CONFIG")]
+    config: PathBuf,
+    /// Where the database, secrets and compiled components live.
+    #[arg(long, global = true, default_value = "data", env = "PBX_HOST_DATA")]
+    data_dir: PathBuf,
+    /// A secrets file (`[tenant.plugin] name = "value"`) loaded at start.
+    #[arg(long, global = true, env = "PBX_HOST_SECRETS")]
+    secrets: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host with its HTTP/JSON API.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080", env = "PBX_HOST_LISTEN")]
+        listen: String,
+    },
+    /// Validate plugins.toml and load every component; exit non-zero on any problem.
+    CheckConfig,
+    /// Run a plugin's settings check for a tenant ("verify settings").
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        plugin: String,
+    },
+    /// Play a file of recorded call events (JSON lines) through the tenants' plugins.
+    Replay {
+        /// One call event (JSON) per line.
+        file: PathBuf,
+        /// How long to wait for deliveries to finish.
+        #[arg(long, default_value = "60")]
+        wait_seconds: u64,
+    },
+}
+
+fn options(cli: &Cli) -> HostOptions {
+    let mut o = HostOptions::new(&cli.config, &cli.data_dir);
+    o.secrets_file = cli.secrets.clone();
+    o
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let host = Host::start(options(&cli)).await?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!("pbx-host listening on http://{}", listener.local_addr()?);
+            let h = host.clone();
+            pbx_host::api::serve(host, listener, async move {
+                let _ = tokio::signal::ctrl_c().await;
+                h.shutdown().await;
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let mut opts = options(&cli);
+            opts.reload_interval = None;
+            let host = Host::start(opts).await?;
+            let mut ok = true;
+            for s in host.plugin_statuses() {
+                match &s.error {
+                    None => println!("ok      {} ({:?}; exports {})", s.id, s.source, s.exports.join(", ")),
+                    Some(e) => {
+                        ok = false;
+                        println!("FAILED  {}: {e}", s.id);
+                    }
+                }
+            }
+            host.shutdown().await;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Verify { tenant, plugin } => {
+            let mut opts = options(&cli);
+            opts.reload_interval = None;
+            let host = Host::start(opts).await?;
+            let items = host.verify(tenant, plugin).await?;
+            let mut ok = true;
+            for i in &items {
+                ok &= i.ok;
+                let field = i.field.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
+                println!("{} {}{}: {}", if i.ok { "ok  " } else { "FAIL" }, i.name, field, i.message);
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Replay { file, wait_seconds } => {
+            let mut opts = options(&cli);
+            opts.reload_interval = None;
+            let host = Host::start(opts).await?;
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut tenants = std::collections::BTreeSet::new();
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let event: pbx_host::events::CallEvent =
+                    serde_json::from_str(line).with_context(|| format!("{}:{}: not a call event", file.display(), n + 1))?;
+                tenants.insert(event.tenant.clone());
+                let receipt = host.ingest(event).with_context(|| format!("{}:{}", file.display(), n + 1))?;
+                println!("queued {} for {:?}", receipt.event_id, receipt.queued_for);
+            }
+            let idle = host.wait_idle(Duration::from_secs(*wait_seconds)).await;
+            for t in &tenants {
+                println!("--- integration log of {t} (oldest first)");
+                for e in host.log(t, 1000)?.iter().rev() {
+                    println!("{} {:5} {}: {}", e.at, e.level, e.plugin, e.message);
+                }
+            }
+            Ok(if idle { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The process-wide wasmtime `Engine`: component model, async, epoch interruption, and the
+//! pooling allocator (with a fallback to on-demand allocation where the pool's virtual
+//! address space cannot be reserved, e.g. under `ulimit -v` or in some containers).
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::limits::MAX_MEMORY_BYTES;
+
+/// How often the epoch advances. The CPU limit is checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocatorKind {
+    Pooling,
+    OnDemand,
+}
+
+/// Engine construction options.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Component instances alive at once (pool size, and the host's concurrency limit).
+    pub max_instances: u32,
+    /// Skip the pool (a naive embedding; benchmarks compare against it).
+    pub on_demand: bool,
+    /// Linear-memory slots per component instance in the pool.
+    pub memories_per_instance: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { max_instances: 128, on_demand: false, memories_per_instance: 2 }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Deep recursion in a plugin ends in a clean "call stack exhausted" trap well before the
+    // host's own fiber stack (2 MiB by default) is in danger.
+    config.max_wasm_stack(512 << 10);
+    config.memory_init_cow(true);
+    config
+}
+
+/// Build the engine. Returns which allocator is in use; a pool that cannot be reserved
+/// falls back to on-demand allocation with a warning instead of failing start-up.
+pub fn build_engine(opts: &EngineOptions) -> anyhow::Result<(Engine, AllocatorKind)> {
+    if !opts.on_demand {
+        let mut config = base_config();
+        let n = opts.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n);
+        // A Rust wasip2 component instantiates several core modules (main, adapter, shims).
+        pool.total_core_instances(n.saturating_mul(8));
+        pool.total_memories(n.saturating_mul(opts.memories_per_instance.max(1)));
+        pool.total_tables(n.saturating_mul(8));
+        pool.total_stacks(n);
+        pool.max_memory_size(MAX_MEMORY_BYTES as usize);
+        // Keep a little of each slot resident: re-zeroing small memories with memset is
+        // cheaper than madvise + page faults on the next instantiation.
+        pool.linear_memory_keep_resident(64 << 10);
+        pool.table_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, AllocatorKind::Pooling)),
+            Err(e) => tracing::warn!(
+                "pooling allocator unavailable ({e}); falling back to on-demand allocation"
+            ),
+        }
+    }
+    let engine = Engine::new(&base_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((engine, AllocatorKind::OnDemand))
+}
+
+/// Advance the engine's epoch until the engine is dropped (the thread holds only a weak
+/// reference, so it does not keep the engine alive).
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without the ticker no CPU limit could fire: refuse to run plugins at all.
+        panic!("cannot start the epoch ticker thread: {e}");
+    }
+}

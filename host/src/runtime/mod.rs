@@ -1,0 +1,18 @@
+//! Running plugin components: one engine, one `InstancePre` per plugin, a fresh `Store`
+//! per invocation with that invocation's tenant, grants and limits.
+
+pub mod bindings;
+mod compile_cache;
+mod cpu;
+mod engine;
+mod invocation;
+mod limits;
+mod plugin;
+
+pub use compile_cache::{CompileCache, LoadSource};
+pub use engine::{AllocatorKind, EngineOptions};
+pub use invocation::{Invocation, InvocationScope, Meter};
+pub use limits::Limits;
+pub use plugin::{
+    Call, CallOutput, Exports, InvocationError, InvocationReport, LoadError, LoadedComponent, Runtime,
+};

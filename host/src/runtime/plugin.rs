@@ -1,0 +1,405 @@
+//! Loading components and invoking them under limits.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::bindings::{self, Host_ as HostWorld, event_handler, ivr_handler, scheduled, settings_check, types};
+use super::compile_cache::{CompileCache, LoadSource};
+use super::cpu::{CpuMeter, Metered};
+use super::engine::{AllocatorKind, EngineOptions, build_engine, start_epoch_ticker};
+use super::invocation::{Invocation, InvocationScope, Meter};
+use crate::clock::{day_of, now_ms};
+
+/// The runtime shared by every plugin: engine, linker, compile cache, instance slots.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Invocation>,
+    cache: CompileCache,
+    allocator: AllocatorKind,
+    /// The pooling allocator errors instead of waiting when its slots run out; invocations
+    /// wait here for a slot instead.
+    slots: Arc<Semaphore>,
+}
+
+/// Why a component could not be loaded. The plugin is skipped; the others run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read component {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a WebAssembly component: {reason}")]
+    NotAComponent { path: String, reason: String },
+    #[error("{path} was built against {found}; this host serves {package}@{version} (and compatible 0.1.x versions)", package = bindings::WIT_PACKAGE, version = bindings::WIT_VERSION)]
+    WitVersion { path: String, found: String },
+    #[error("{path} cannot be linked: {reason}")]
+    Link { path: String, reason: String },
+    #[error("{path} exports none of the handler interfaces (event-handler, ivr-handler, scheduled, settings-check)")]
+    NoExports { path: String },
+}
+
+/// What a component exports, resolved once at load time.
+#[derive(Clone, Default)]
+pub struct Exports {
+    pub event: Option<event_handler::GuestIndices>,
+    pub ivr: Option<ivr_handler::GuestIndices>,
+    pub scheduled: Option<scheduled::GuestIndices>,
+    pub settings: Option<settings_check::GuestIndices>,
+}
+
+impl Exports {
+    /// Names of the exported handler interfaces (for the admin surface).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.event.is_some() {
+            v.push("event-handler");
+        }
+        if self.ivr.is_some() {
+            v.push("ivr-handler");
+        }
+        if self.scheduled.is_some() {
+            v.push("scheduled");
+        }
+        if self.settings.is_some() {
+            v.push("settings-check");
+        }
+        v
+    }
+}
+
+/// A loaded, linked component, ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    pub pre: InstancePre<Invocation>,
+    pub exports: Exports,
+    pub source: LoadSource,
+    pub digest: [u8; 32],
+}
+
+/// What to call.
+pub enum Call {
+    Event(types::CallEvent),
+    Ivr(ivr_handler::IvrRequest),
+    Scheduled(String),
+    Check,
+}
+
+impl Call {
+    fn export_name(&self) -> &'static str {
+        match self {
+            Call::Event(_) => "event-handler",
+            Call::Ivr(_) => "ivr-handler",
+            Call::Scheduled(_) => "scheduled",
+            Call::Check => "settings-check",
+        }
+    }
+}
+
+/// What a successful call returned.
+#[derive(Debug)]
+pub enum CallOutput {
+    Done,
+    Ivr(ivr_handler::IvrDecision),
+    Check(Vec<settings_check::CheckItem>),
+}
+
+/// Why an invocation failed. Each variant is contained: the host and other invocations go on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvocationError {
+    /// The plugin ran and reported a failure.
+    #[error("plugin reported {kind:?}: {message}")]
+    Plugin { kind: types::ErrorKind, message: String, retry_after_ms: Option<u32> },
+    #[error("CPU limit of {} ms exceeded", .limit.as_millis())]
+    CpuLimit { limit: Duration },
+    #[error("memory limit of {} MiB exceeded (the plugin asked for {} MiB)", limit >> 20, asked >> 20)]
+    MemoryLimit { limit: u64, asked: u64 },
+    #[error("wall-clock limit of {} ms exceeded", .limit.as_millis())]
+    WallClock { limit: Duration },
+    #[error("the plugin returned {size} bytes, over the limit of {limit}")]
+    ReturnTooLarge { size: u64, limit: u64 },
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+    #[error("the plugin does not export {0}")]
+    NotExported(&'static str),
+    #[error("the plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl InvocationError {
+    /// A short machine-readable kind for logs, counters and API responses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvocationError::Plugin { .. } => "plugin-error",
+            InvocationError::CpuLimit { .. } => "cpu-limit",
+            InvocationError::MemoryLimit { .. } => "memory-limit",
+            InvocationError::WallClock { .. } => "wall-clock-limit",
+            InvocationError::ReturnTooLarge { .. } => "return-too-large",
+            InvocationError::Trap(_) => "trap",
+            InvocationError::NotExported(_) => "not-exported",
+            InvocationError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+/// The outcome of one invocation and what it consumed.
+#[derive(Debug)]
+pub struct InvocationReport {
+    pub outcome: Result<CallOutput, InvocationError>,
+    pub meter: Meter,
+    pub elapsed: Duration,
+    pub cpu: Duration,
+    pub invocation_id: String,
+}
+
+/// The epoch callback's error when the CPU budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU limit exceeded")]
+struct CpuLimitExceeded;
+
+impl Runtime {
+    /// Build the engine and linker. `cache_dir` holds precompiled components.
+    pub fn new(opts: &EngineOptions, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        let (engine, allocator) = build_engine(opts)?;
+        start_epoch_ticker(&engine);
+        let mut linker: Linker<Invocation> = Linker::new(&engine);
+        // WASI is linked with a context that grants nothing (no env, args, files or sockets):
+        // a std guest imports it whether it uses it or not.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        HostWorld::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: CompileCache::new(cache_dir)?,
+            allocator,
+            slots: Arc::new(Semaphore::new(opts.max_instances.max(1) as usize)),
+        })
+    }
+
+    pub fn allocator(&self) -> AllocatorKind {
+        self.allocator
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Load, compile (or fetch from the cache) and link a component file.
+    pub fn load(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
+        let shown = path.display().to_string();
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err(LoadError::NotAComponent { path: shown, reason: "no WebAssembly header (truncated or not a .wasm file)".into() });
+        }
+        if wasm[4..8] != [0x0d, 0x00, 0x01, 0x00] {
+            return Err(LoadError::NotAComponent {
+                path: shown,
+                reason: "this is a core module; build the plugin for wasm32-wasip2 to get a component".into(),
+            });
+        }
+        let (component, source, digest) =
+            self.cache.load(&self.engine, &wasm).map_err(|e| LoadError::NotAComponent { path: shown.clone(), reason: format!("{e}") })?;
+        if let Some(found) = foreign_wit_version(&self.engine, &component) {
+            return Err(LoadError::WitVersion { path: shown, found });
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
+        let exports = Exports {
+            event: event_handler::GuestIndices::new(&pre).ok(),
+            ivr: ivr_handler::GuestIndices::new(&pre).ok(),
+            scheduled: scheduled::GuestIndices::new(&pre).ok(),
+            settings: settings_check::GuestIndices::new(&pre).ok(),
+        };
+        if exports.names().is_empty() {
+            return Err(LoadError::NoExports { path: shown });
+        }
+        Ok(LoadedComponent { pre, exports, source, digest })
+    }
+
+    /// Run one call in a fresh instance, under the scope's limits. Never panics and never
+    /// fails the host: every failure is in the report. Logs and usage are written here.
+    pub async fn invoke(&self, component: &LoadedComponent, scope: InvocationScope, ctx: types::Context, call: Call) -> InvocationReport {
+        let started = Instant::now();
+        let limits = scope.limits.clone();
+        let invocation_id = scope.invocation_id.to_string();
+        let services = scope.services.clone();
+        let cpu = Arc::new(CpuMeter::default());
+        // The semaphore is never closed, so acquiring cannot fail; hold the slot until the
+        // store is gone.
+        let _slot = self.slots.acquire().await.ok();
+        let mut store = Store::new(&self.engine, Invocation::new(scope, cpu.clone()));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        let cpu_limit = limits.cpu;
+        let cpu_for_callback = cpu.clone();
+        store.epoch_deadline_callback(move |_| {
+            if cpu_for_callback.used() >= cpu_limit {
+                return Err(wasmtime::Error::new(CpuLimitExceeded));
+            }
+            // Yield at every tick so that a busy plugin cannot hold a worker thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let run = call_export(&mut store, component, &ctx, call, limits.return_bytes);
+        let outcome = match tokio::time::timeout(limits.wall, Metered::new(run, cpu.clone())).await {
+            Err(_) => Err(InvocationError::WallClock { limit: limits.wall }),
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(CallFailure::Known(e))) => Err(e),
+            Ok(Err(CallFailure::Wasm(e))) => Err(classify(&e, &store, &limits)),
+        };
+        let cpu_used = cpu.used();
+        let data = store.data_mut();
+        if data.meter.log_lines_dropped > 0 {
+            let n = data.meter.log_lines_dropped;
+            data.log_line("warn", format!("{n} more log lines dropped (limit {} per invocation)", limits.log_lines));
+        }
+        if let Err(e) = &outcome {
+            let level = if matches!(e, InvocationError::Plugin { .. }) { "warn" } else { "error" };
+            data.log_line(level, format!("invocation failed: {e}"));
+        }
+        let logs = std::mem::take(&mut data.logs);
+        let meter = data.meter.clone();
+        let (tenant, plugin) = (data.scope.tenant_id.clone(), data.scope.plugin_id.clone());
+        drop(store);
+        if let Err(e) = services.storage.log_append(&logs) {
+            tracing::error!(%tenant, %plugin, "cannot write the integration log: {e}");
+        }
+        let counters = [
+            ("invocations", 1),
+            ("invocations.failed", i64::from(outcome.is_err())),
+            ("http.requests", i64::from(meter.http_requests)),
+            ("http.bytes_out", meter.http_bytes_out as i64),
+            ("http.bytes_in", meter.http_bytes_in as i64),
+            ("denials", i64::from(meter.denials)),
+        ];
+        if let Err(e) = services.storage.usage_add(&tenant, &plugin, &day_of(now_ms()), &counters) {
+            tracing::error!(%tenant, %plugin, "cannot write usage counters: {e}");
+        }
+        InvocationReport { outcome, meter, elapsed: started.elapsed(), cpu: cpu_used, invocation_id }
+    }
+}
+
+enum CallFailure {
+    Known(InvocationError),
+    Wasm(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for CallFailure {
+    fn from(e: wasmtime::Error) -> Self {
+        CallFailure::Wasm(e)
+    }
+}
+
+fn plugin_error(e: types::PluginError, limit: u64) -> CallFailure {
+    if e.message.len() as u64 > limit {
+        return CallFailure::Known(InvocationError::ReturnTooLarge { size: e.message.len() as u64, limit });
+    }
+    CallFailure::Known(InvocationError::Plugin { kind: e.kind, message: e.message, retry_after_ms: e.retry_after_ms })
+}
+
+async fn call_export(
+    store: &mut Store<Invocation>,
+    component: &LoadedComponent,
+    ctx: &types::Context,
+    call: Call,
+    return_limit: u64,
+) -> Result<CallOutput, CallFailure> {
+    let name = call.export_name();
+    let not_exported = || CallFailure::Known(InvocationError::NotExported(name));
+    let exports = &component.exports;
+    // Check before instantiating: a call the plugin cannot take costs nothing.
+    let exported = match &call {
+        Call::Event(_) => exports.event.is_some(),
+        Call::Ivr(_) => exports.ivr.is_some(),
+        Call::Scheduled(_) => exports.scheduled.is_some(),
+        Call::Check => exports.settings.is_some(),
+    };
+    if !exported {
+        return Err(not_exported());
+    }
+    let instance = component
+        .pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(|e| {
+            if store.data().limiter.denied_growth.is_some() {
+                CallFailure::Wasm(e)
+            } else {
+                CallFailure::Known(InvocationError::Instantiate(format!("{e:#}")))
+            }
+        })?;
+    match call {
+        Call::Event(event) => {
+            let g = exports.event.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            match g.call_handle_event(&mut *store, ctx, &event).await? {
+                Ok(()) => Ok(CallOutput::Done),
+                Err(e) => Err(plugin_error(e, return_limit)),
+            }
+        }
+        Call::Ivr(req) => {
+            let g = exports.ivr.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            match g.call_lookup(&mut *store, ctx, &req).await? {
+                Ok(d) => {
+                    let size = d.speech.as_ref().map_or(0, String::len)
+                        + d.route.as_ref().map_or(0, String::len)
+                        + d.variables.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    if size as u64 > return_limit {
+                        return Err(CallFailure::Known(InvocationError::ReturnTooLarge { size: size as u64, limit: return_limit }));
+                    }
+                    Ok(CallOutput::Ivr(d))
+                }
+                Err(e) => Err(plugin_error(e, return_limit)),
+            }
+        }
+        Call::Scheduled(name) => {
+            let g = exports.scheduled.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            match g.call_run(&mut *store, ctx, &name).await? {
+                Ok(()) => Ok(CallOutput::Done),
+                Err(e) => Err(plugin_error(e, return_limit)),
+            }
+        }
+        Call::Check => {
+            let g = exports.settings.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            let items = g.call_check(&mut *store, ctx).await?;
+            let size: usize = items.iter().map(|i| i.name.len() + i.message.len() + i.field.as_ref().map_or(0, String::len)).sum();
+            if size as u64 > return_limit {
+                return Err(CallFailure::Known(InvocationError::ReturnTooLarge { size: size as u64, limit: return_limit }));
+            }
+            Ok(CallOutput::Check(items))
+        }
+    }
+}
+
+/// Turn a wasmtime error into the reason an operator or plugin author can act on.
+fn classify(e: &wasmtime::Error, store: &Store<Invocation>, limits: &super::Limits) -> InvocationError {
+    if e.downcast_ref::<CpuLimitExceeded>().is_some() || e.chain().any(|c| c.to_string() == "CPU limit exceeded") {
+        return InvocationError::CpuLimit { limit: limits.cpu };
+    }
+    if let Some(asked) = store.data().limiter.denied_growth {
+        return InvocationError::MemoryLimit { limit: limits.memory_bytes, asked: asked as u64 };
+    }
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        let what = match trap {
+            wasmtime::Trap::StackOverflow => "call stack exhausted (unbounded recursion?)".to_string(),
+            wasmtime::Trap::UnreachableCodeReached => "unreachable executed (a panic or abort in the plugin)".to_string(),
+            other => other.to_string(),
+        };
+        return InvocationError::Trap(what);
+    }
+    InvocationError::Trap(format!("{}", e.root_cause()))
+}
+
+/// If the component imports `pbx:plugin` at a version this host does not serve, that version.
+fn foreign_wit_version(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine).chain(ty.exports(engine)) {
+        let Some(rest) = name.strip_prefix("pbx:plugin/") else { continue };
+        let Some((_, version)) = rest.split_once('@') else { continue };
+        if !version.starts_with("0.1.") {
+            return Some(format!("pbx:plugin@{version}"));
+        }
+    }
+    None
+}

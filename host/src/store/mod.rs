@@ -1,0 +1,200 @@
+//! The host's durable storage: plugin state, phone books, integration logs, usage counters,
+//! the delivery queue and the tenant admin's settings.
+//!
+//! One interface, [`Storage`], so that a PostgreSQL backend can serve several host processes
+//! of one PBX cluster later; the embedded default is a SQLite file in WAL mode, so one machine
+//! needs nothing else. Every method is scoped by tenant (and plugin where it applies): there
+//! is no method that reaches across tenants on behalf of a plugin.
+//!
+//! The methods are synchronous: SQLite answers from the local file in microseconds, and a
+//! blocking client fits the same shape for PostgreSQL.
+
+mod sqlite;
+
+pub use sqlite::SqliteStorage;
+
+use serde::Serialize;
+
+/// Storage failures. The message never contains secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage: {0}")]
+    Backend(String),
+    #[error("storage: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One phone-book entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactRow {
+    pub external_id: String,
+    pub plugin: String,
+    pub record_type: String,
+    pub name: String,
+    pub company: Option<String>,
+    pub email: Option<String>,
+    /// (label, number as given, E.164 form when it could be normalised)
+    pub phones: Vec<PhoneRow>,
+    pub account_id: Option<String>,
+    pub modified_at: Option<i64>,
+}
+
+/// One number of a phone-book entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhoneRow {
+    pub label: String,
+    pub number: String,
+    pub e164: Option<String>,
+}
+
+/// One line of a tenant's integration log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub tenant: String,
+    pub plugin: String,
+    pub invocation: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// A usage counter of a tenant for one plugin and day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRow {
+    pub plugin: String,
+    /// YYYY-MM-DD (UTC).
+    pub day: String,
+    pub counter: String,
+    pub value: i64,
+}
+
+/// The tenant admin's settings for one plugin, where they override plugins.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPluginOverride {
+    pub enabled: Option<bool>,
+    pub config: Option<serde_json::Value>,
+}
+
+/// Status of a queued delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryStatus {
+    Pending,
+    Done,
+    Dead,
+}
+
+impl DeliveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Done => "done",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "done" => Some(DeliveryStatus::Done),
+            "dead" => Some(DeliveryStatus::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery to enqueue: one event for one plugin of one tenant.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub tenant: String,
+    pub plugin: String,
+    pub call_id: String,
+    pub event_id: String,
+    /// The event as JSON (the host's wire form).
+    pub payload: String,
+}
+
+/// A queued delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub tenant: String,
+    pub plugin: String,
+    pub call_id: String,
+    pub event_id: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub created_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// The host's storage backend.
+pub trait Storage: Send + Sync + 'static {
+    // --- plugin state, scoped to (tenant, plugin) ---
+    fn state_get(&self, tenant: &str, plugin: &str, key: &str, now_ms: i64) -> Result<Option<String>>;
+    /// Sets a value; fails with `Ok(Err(total))` when the scope would exceed `max_total_bytes`.
+    fn state_set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_at_ms: Option<i64>,
+        max_total_bytes: u64,
+    ) -> Result<std::result::Result<(), u64>>;
+    fn state_delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<()>;
+
+    // --- phone book, scoped to tenant ---
+    fn contacts_upsert(&self, tenant: &str, rows: &[ContactRow]) -> Result<u32>;
+    /// True if an entry was removed.
+    fn contacts_delete(&self, tenant: &str, external_id: &str) -> Result<bool>;
+    fn contacts_get(&self, tenant: &str, external_id: &str) -> Result<Option<ContactRow>>;
+    /// Entries with a number whose E.164 form is `e164`, most recently modified first.
+    fn contacts_lookup(&self, tenant: &str, e164: &str) -> Result<Vec<ContactRow>>;
+    fn contacts_count(&self, tenant: &str) -> Result<u64>;
+
+    // --- integration log and usage ---
+    fn log_append(&self, entries: &[LogEntry]) -> Result<()>;
+    /// The newest `limit` lines of a tenant, newest first.
+    fn log_read(&self, tenant: &str, limit: u32) -> Result<Vec<LogEntry>>;
+    fn usage_add(&self, tenant: &str, plugin: &str, day: &str, counters: &[(&str, i64)]) -> Result<()>;
+    fn usage_read(&self, tenant: &str) -> Result<Vec<UsageRow>>;
+
+    // --- tenant admin settings ---
+    fn override_get(&self, tenant: &str, plugin: &str) -> Result<Option<TenantPluginOverride>>;
+    fn override_set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<()>;
+    fn override_set_config(&self, tenant: &str, plugin: &str, config: &serde_json::Value) -> Result<()>;
+
+    // --- schedules ---
+    fn schedule_last_run(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<Option<i64>>;
+    fn schedule_mark_run(&self, tenant: &str, plugin: &str, schedule: &str, at_ms: i64) -> Result<()>;
+
+    // --- durable delivery queue ---
+    /// Commits every delivery or none.
+    fn enqueue(&self, items: &[NewDelivery], now_ms: i64) -> Result<Vec<i64>>;
+    /// Pending deliveries due at `now_ms`, each the oldest pending one of its
+    /// (tenant, plugin, call), oldest first, skipping the calls in `busy`.
+    fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<Delivery>>;
+    fn complete(&self, id: i64) -> Result<()>;
+    fn reschedule(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()>;
+    fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
+    /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.
+    fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()>;
+    fn deliveries(&self, tenant: &str, status: Option<DeliveryStatus>, limit: u32) -> Result<Vec<Delivery>>;
+    /// Put a dead delivery back in the queue. False if there is no such dead delivery of the tenant.
+    fn replay(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool>;
+    /// Pending deliveries (all tenants).
+    fn pending_count(&self) -> Result<u64>;
+}

@@ -1,0 +1,598 @@
+//! The embedded storage backend: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS state (
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, key TEXT NOT NULL,
+    value TEXT NOT NULL, expires_at INTEGER,
+    PRIMARY KEY (tenant, plugin, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contacts (
+    tenant TEXT NOT NULL, external_id TEXT NOT NULL, plugin TEXT NOT NULL,
+    record_type TEXT NOT NULL, name TEXT NOT NULL, company TEXT, email TEXT,
+    account_id TEXT, modified_at INTEGER, phones TEXT NOT NULL,
+    PRIMARY KEY (tenant, external_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contact_phones (
+    tenant TEXT NOT NULL, e164 TEXT NOT NULL, external_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, e164, external_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS contact_phones_by_id ON contact_phones (tenant, external_id);
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, invocation TEXT NOT NULL,
+    at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_tenant ON log (tenant, id);
+CREATE TABLE IF NOT EXISTS usage (
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, day TEXT NOT NULL, counter TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (tenant, plugin, day, counter)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tenant_plugin (
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, enabled INTEGER, config TEXT,
+    PRIMARY KEY (tenant, plugin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, schedule TEXT NOT NULL, last_run INTEGER NOT NULL,
+    PRIMARY KEY (tenant, plugin, schedule)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, plugin TEXT NOT NULL, call_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_call ON deliveries (tenant, plugin, call_id, status, id);
+"#;
+
+/// SQLite storage. One connection behind a mutex: SQLite serialises writers anyway, and the
+/// statements here are small.
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStorage {
+    /// Open (or create) the database file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|e| StorageError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests, `replay`).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        // WAL: readers do not block the writer; NORMAL: a commit survives a process crash
+        // (the acknowledgement guarantee we give) without an fsync per statement.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStorage { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (statements are
+        // atomic), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn contact_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ContactRow, String)> {
+    Ok((
+        ContactRow {
+            external_id: row.get(0)?,
+            plugin: row.get(1)?,
+            record_type: row.get(2)?,
+            name: row.get(3)?,
+            company: row.get(4)?,
+            email: row.get(5)?,
+            account_id: row.get(6)?,
+            modified_at: row.get(7)?,
+            phones: Vec::new(),
+        },
+        row.get::<_, String>(8)?,
+    ))
+}
+
+fn decode_phones(json: &str) -> Result<Vec<PhoneRow>> {
+    let raw: Vec<(String, String, Option<String>)> =
+        serde_json::from_str(json).map_err(|e| StorageError::Corrupt(format!("phones: {e}")))?;
+    Ok(raw
+        .into_iter()
+        .map(|(label, number, e164)| PhoneRow { label, number, e164 })
+        .collect())
+}
+
+fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(6)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        plugin: row.get(2)?,
+        call_id: row.get(3)?,
+        event_id: row.get(4)?,
+        payload: row.get(5)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Dead),
+        attempts: row.get(7)?,
+        next_at: row.get(8)?,
+        created_at: row.get(9)?,
+        last_error: row.get(10)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error";
+
+impl Storage for SqliteStorage {
+    fn state_get(&self, tenant: &str, plugin: &str, key: &str, now_ms: i64) -> Result<Option<String>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT value FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3 \
+                 AND (expires_at IS NULL OR expires_at > ?4)",
+                params![tenant, plugin, key, now_ms],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn state_set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        expires_at_ms: Option<i64>,
+        max_total_bytes: u64,
+    ) -> Result<std::result::Result<(), u64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let others: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM state \
+             WHERE tenant=?1 AND plugin=?2 AND key<>?3",
+            params![tenant, plugin, key],
+            |r| r.get(0),
+        )?;
+        let total = others as u64 + key.len() as u64 + value.len() as u64;
+        if total > max_total_bytes {
+            return Ok(Err(max_total_bytes));
+        }
+        tx.execute(
+            "INSERT INTO state (tenant, plugin, key, value, expires_at) VALUES (?1,?2,?3,?4,?5) \
+             ON CONFLICT (tenant, plugin, key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+            params![tenant, plugin, key, value, expires_at_ms],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn state_delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3",
+            params![tenant, plugin, key],
+        )?;
+        Ok(())
+    }
+
+    fn contacts_upsert(&self, tenant: &str, rows: &[ContactRow]) -> Result<u32> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO contacts (tenant, external_id, plugin, record_type, name, company, email, \
+                 account_id, modified_at, phones) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+                 ON CONFLICT (tenant, external_id) DO UPDATE SET plugin=excluded.plugin, \
+                 record_type=excluded.record_type, name=excluded.name, company=excluded.company, \
+                 email=excluded.email, account_id=excluded.account_id, \
+                 modified_at=excluded.modified_at, phones=excluded.phones",
+            )?;
+            let mut drop_phones =
+                tx.prepare_cached("DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2")?;
+            let mut put_phone = tx.prepare_cached(
+                "INSERT OR IGNORE INTO contact_phones (tenant, e164, external_id) VALUES (?1,?2,?3)",
+            )?;
+            for c in rows {
+                let phones: Vec<(&str, &str, Option<&str>)> = c
+                    .phones
+                    .iter()
+                    .map(|p| (p.label.as_str(), p.number.as_str(), p.e164.as_deref()))
+                    .collect();
+                let phones_json = serde_json::to_string(&phones)
+                    .map_err(|e| StorageError::Backend(e.to_string()))?;
+                put.execute(params![
+                    tenant,
+                    c.external_id,
+                    c.plugin,
+                    c.record_type,
+                    c.name,
+                    c.company,
+                    c.email,
+                    c.account_id,
+                    c.modified_at,
+                    phones_json
+                ])?;
+                drop_phones.execute(params![tenant, c.external_id])?;
+                for p in &c.phones {
+                    if let Some(e164) = &p.e164 {
+                        put_phone.execute(params![tenant, e164, c.external_id])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(rows.len() as u32)
+    }
+
+    fn contacts_delete(&self, tenant: &str, external_id: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2",
+            params![tenant, external_id],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM contacts WHERE tenant=?1 AND external_id=?2",
+            params![tenant, external_id],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn contacts_get(&self, tenant: &str, external_id: &str) -> Result<Option<ContactRow>> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                "SELECT external_id, plugin, record_type, name, company, email, account_id, \
+                 modified_at, phones FROM contacts WHERE tenant=?1 AND external_id=?2",
+                params![tenant, external_id],
+                contact_from_row,
+            )
+            .optional()?;
+        match found {
+            Some((mut c, phones)) => {
+                c.phones = decode_phones(&phones)?;
+                Ok(Some(c))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn contacts_lookup(&self, tenant: &str, e164: &str) -> Result<Vec<ContactRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.external_id, c.plugin, c.record_type, c.name, c.company, c.email, c.account_id, \
+             c.modified_at, c.phones FROM contact_phones p JOIN contacts c \
+             ON c.tenant=p.tenant AND c.external_id=p.external_id \
+             WHERE p.tenant=?1 AND p.e164=?2 ORDER BY c.modified_at DESC, c.external_id LIMIT 200",
+        )?;
+        let rows = stmt.query_map(params![tenant, e164], contact_from_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (mut c, phones) = r?;
+            c.phones = decode_phones(&phones)?;
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    fn contacts_count(&self, tenant: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM contacts WHERE tenant=?1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn log_append(&self, entries: &[LogEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO log (tenant, plugin, invocation, at, level, message) VALUES (?1,?2,?3,?4,?5,?6)",
+            )?;
+            for e in entries {
+                stmt.execute(params![e.tenant, e.plugin, e.invocation, e.at, e.level, e.message])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn log_read(&self, tenant: &str, limit: u32) -> Result<Vec<LogEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant, plugin, invocation, at, level, message FROM log \
+             WHERE tenant=?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![tenant, limit], |r| {
+            Ok(LogEntry {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                plugin: r.get(2)?,
+                invocation: r.get(3)?,
+                at: r.get(4)?,
+                level: r.get(5)?,
+                message: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn usage_add(&self, tenant: &str, plugin: &str, day: &str, counters: &[(&str, i64)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO usage (tenant, plugin, day, counter, value) VALUES (?1,?2,?3,?4,?5) \
+                 ON CONFLICT (tenant, plugin, day, counter) DO UPDATE SET value = value + excluded.value",
+            )?;
+            for (name, n) in counters {
+                if *n != 0 {
+                    stmt.execute(params![tenant, plugin, day, name, n])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn usage_read(&self, tenant: &str) -> Result<Vec<UsageRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT plugin, day, counter, value FROM usage WHERE tenant=?1 ORDER BY day DESC, plugin, counter",
+        )?;
+        let rows = stmt.query_map(params![tenant], |r| {
+            Ok(UsageRow { plugin: r.get(0)?, day: r.get(1)?, counter: r.get(2)?, value: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn override_get(&self, tenant: &str, plugin: &str) -> Result<Option<TenantPluginOverride>> {
+        let conn = self.conn();
+        let row: Option<(Option<bool>, Option<String>)> = conn
+            .query_row(
+                "SELECT enabled, config FROM tenant_plugin WHERE tenant=?1 AND plugin=?2",
+                params![tenant, plugin],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((enabled, config)) => {
+                let config = match config {
+                    Some(c) => Some(
+                        serde_json::from_str(&c)
+                            .map_err(|e| StorageError::Corrupt(format!("tenant config: {e}")))?,
+                    ),
+                    None => None,
+                };
+                Ok(Some(TenantPluginOverride { enabled, config }))
+            }
+        }
+    }
+
+    fn override_set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tenant_plugin (tenant, plugin, enabled) VALUES (?1,?2,?3) \
+             ON CONFLICT (tenant, plugin) DO UPDATE SET enabled=excluded.enabled",
+            params![tenant, plugin, enabled],
+        )?;
+        Ok(())
+    }
+
+    fn override_set_config(&self, tenant: &str, plugin: &str, config: &serde_json::Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tenant_plugin (tenant, plugin, config) VALUES (?1,?2,?3) \
+             ON CONFLICT (tenant, plugin) DO UPDATE SET config=excluded.config",
+            params![tenant, plugin, config.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn schedule_last_run(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_run FROM schedule_runs WHERE tenant=?1 AND plugin=?2 AND schedule=?3",
+                params![tenant, plugin, schedule],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn schedule_mark_run(&self, tenant: &str, plugin: &str, schedule: &str, at_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO schedule_runs (tenant, plugin, schedule, last_run) VALUES (?1,?2,?3,?4) \
+             ON CONFLICT (tenant, plugin, schedule) DO UPDATE SET last_run=excluded.last_run",
+            params![tenant, plugin, schedule, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn enqueue(&self, items: &[NewDelivery], now_ms: i64) -> Result<Vec<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(items.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO deliveries (tenant, plugin, call_id, event_id, payload, status, attempts, \
+                 next_at, created_at) VALUES (?1,?2,?3,?4,?5,'pending',0,?6,?6)",
+            )?;
+            for d in items {
+                stmt.execute(params![d.tenant, d.plugin, d.call_id, d.event_id, d.payload, now_ms])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<Delivery>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.status='pending' AND d.next_at <= ?1 \
+             AND d.id = (SELECT MIN(e.id) FROM deliveries e WHERE e.tenant=d.tenant AND \
+             e.plugin=d.plugin AND e.call_id=d.call_id AND e.status='pending') \
+             ORDER BY d.next_at, d.id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now_ms, limit], delivery_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn complete(&self, id: i64) -> Result<()> {
+        // Done deliveries are removed: the integration log keeps the record of what happened.
+        self.conn().execute("DELETE FROM deliveries WHERE id=?1", params![id])?;
+        Ok(())
+    }
+
+    fn reschedule(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deliveries SET attempts=attempts+1, next_at=?2, last_error=?3 WHERE id=?1",
+            params![id, next_at_ms, error],
+        )?;
+        Ok(())
+    }
+
+    fn dead_letter(&self, id: i64, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deliveries SET status='dead', attempts=attempts+1, last_error=?2 WHERE id=?1",
+            params![id, error],
+        )?;
+        Ok(())
+    }
+
+    fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deliveries SET next_at=MAX(next_at, ?3) WHERE tenant=?1 AND plugin=?2 AND status='pending'",
+            params![tenant, plugin, until_ms],
+        )?;
+        Ok(())
+    }
+
+    fn deliveries(&self, tenant: &str, status: Option<DeliveryStatus>, limit: u32) -> Result<Vec<Delivery>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant=?1 AND (?2 IS NULL OR status=?2) \
+             ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![tenant, status.map(DeliveryStatus::as_str), limit],
+            delivery_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn replay(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE deliveries SET status='pending', next_at=?3, attempts=0 \
+             WHERE id=?2 AND tenant=?1 AND status='dead'",
+            params![tenant, id, now_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn pending_count(&self) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE status='pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(tenant: &str, call: &str, ev: &str) -> NewDelivery {
+        NewDelivery {
+            tenant: tenant.into(),
+            plugin: "p".into(),
+            call_id: call.into(),
+            event_id: ev.into(),
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn state_is_scoped_and_expires() {
+        let s = SqliteStorage::in_memory().unwrap();
+        s.state_set("a", "p", "k", "v", Some(100), 1 << 20).unwrap().unwrap();
+        assert_eq!(s.state_get("a", "p", "k", 50).unwrap().as_deref(), Some("v"));
+        assert_eq!(s.state_get("a", "p", "k", 100).unwrap(), None, "expired");
+        assert_eq!(s.state_get("b", "p", "k", 50).unwrap(), None, "other tenant");
+        assert_eq!(s.state_get("a", "q", "k", 50).unwrap(), None, "other plugin");
+    }
+
+    #[test]
+    fn state_total_size_is_capped() {
+        let s = SqliteStorage::in_memory().unwrap();
+        s.state_set("a", "p", "k1", &"x".repeat(60), None, 100).unwrap().unwrap();
+        assert_eq!(s.state_set("a", "p", "k2", &"x".repeat(60), None, 100).unwrap(), Err(100));
+        // replacing a key counts only its new size
+        s.state_set("a", "p", "k1", &"y".repeat(90), None, 100).unwrap().unwrap();
+    }
+
+    #[test]
+    fn due_keeps_call_order_and_skips_later_events_of_a_waiting_call() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let ids = s
+            .enqueue(&[delivery("a", "c1", "e1"), delivery("a", "c1", "e2"), delivery("a", "c2", "e3")], 0)
+            .unwrap();
+        let due: Vec<_> = s.due(0, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        assert_eq!(due, ["e1", "e3"]);
+        // the head of c1 backs off: e2 must still wait behind it
+        s.reschedule(ids[0], 1000, "boom").unwrap();
+        let due: Vec<_> = s.due(10, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        assert_eq!(due, ["e3"]);
+        s.complete(ids[2]).unwrap();
+        let due: Vec<_> = s.due(1000, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        assert_eq!(due, ["e1"]);
+        s.dead_letter(ids[0], "gave up").unwrap();
+        let due: Vec<_> = s.due(1000, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        assert_eq!(due, ["e2"], "a dead-lettered event does not block the rest of its call");
+        assert!(s.replay("a", ids[0], 2000).unwrap());
+        assert!(!s.replay("b", ids[0], 2000).unwrap(), "another tenant cannot replay it");
+    }
+
+    #[test]
+    fn contacts_lookup_by_normalised_number_newest_first() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let mk = |id: &str, at: i64| ContactRow {
+            external_id: id.into(),
+            plugin: "p".into(),
+            record_type: "Contact".into(),
+            name: id.into(),
+            company: None,
+            email: None,
+            phones: vec![PhoneRow { label: "Phone".into(), number: "03-1234-5678".into(), e164: Some("+81312345678".into()) }],
+            account_id: None,
+            modified_at: Some(at),
+        };
+        s.contacts_upsert("a", &[mk("old", 1), mk("new", 2)]).unwrap();
+        s.contacts_upsert("b", &[mk("other-tenant", 3)]).unwrap();
+        let found: Vec<_> = s.contacts_lookup("a", "+81312345678").unwrap().into_iter().map(|c| c.external_id).collect();
+        assert_eq!(found, ["new", "old"]);
+        assert!(s.contacts_delete("a", "old").unwrap());
+        assert!(!s.contacts_delete("a", "other-tenant").unwrap());
+        assert_eq!(s.contacts_count("a").unwrap(), 1);
+        assert_eq!(s.contacts_get("a", "new").unwrap().unwrap().phones.len(), 1);
+    }
+}

@@ -43,14 +43,26 @@ pub struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = if matches!(r, JsonRejection::BytesRejection(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
-        ApiError { status, code: "invalid-json", message: r.body_text() }
+        let status = if matches!(r, JsonRejection::BytesRejection(_)) {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError {
+            status,
+            code: "invalid-json",
+            message: r.body_text(),
+        }
     }
 }
 
@@ -64,7 +76,11 @@ impl From<AdminError> for ApiError {
             AdminError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
             AdminError::Check(_) => (StatusCode::BAD_GATEWAY, "check-failed"),
         };
-        ApiError { status, code, message: e.to_string() }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -75,7 +91,11 @@ impl From<IngestError> for ApiError {
             IngestError::UnknownTenant(_) => (StatusCode::NOT_FOUND, "unknown-tenant"),
             IngestError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
         };
-        ApiError { status, code, message: e.to_string() }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -89,10 +109,22 @@ pub fn router(host: Host) -> Router {
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/reload", post(reload))
         .route("/v1/tenants/{tenant}/plugins", get(tenant_plugins))
-        .route("/v1/tenants/{tenant}/plugins/{plugin}/enabled", put(put_enabled))
-        .route("/v1/tenants/{tenant}/plugins/{plugin}/config", put(put_config))
-        .route("/v1/tenants/{tenant}/plugins/{plugin}/secrets", get(get_secrets))
-        .route("/v1/tenants/{tenant}/plugins/{plugin}/secrets/{name}", put(put_secret).delete(delete_secret))
+        .route(
+            "/v1/tenants/{tenant}/plugins/{plugin}/enabled",
+            put(put_enabled),
+        )
+        .route(
+            "/v1/tenants/{tenant}/plugins/{plugin}/config",
+            put(put_config),
+        )
+        .route(
+            "/v1/tenants/{tenant}/plugins/{plugin}/secrets",
+            get(get_secrets),
+        )
+        .route(
+            "/v1/tenants/{tenant}/plugins/{plugin}/secrets/{name}",
+            put(put_secret).delete(delete_secret),
+        )
         .route("/v1/tenants/{tenant}/plugins/{plugin}/verify", post(verify))
         .route("/v1/tenants/{tenant}/log", get(log))
         .route("/v1/tenants/{tenant}/usage", get(usage))
@@ -103,18 +135,25 @@ pub fn router(host: Host) -> Router {
         .with_state(host)
 }
 
-async fn post_event(State(host): State<Host>, body: Result<Json<CallEvent>, JsonRejection>) -> ApiResult<impl IntoResponse> {
+async fn post_event(
+    State(host): State<Host>,
+    body: Result<Json<CallEvent>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
     let Json(event) = body?;
     let receipt = host.ingest(event)?;
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
-async fn post_ivr(State(host): State<Host>, body: Result<Json<IvrLookup>, JsonRejection>) -> ApiResult<impl IntoResponse> {
+async fn post_ivr(
+    State(host): State<Host>,
+    body: Result<Json<IvrLookup>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
     let Json(req) = body?;
-    let decision = host
-        .ivr_lookup(req)
-        .await
-        .map_err(|e| ApiError { status: StatusCode::BAD_REQUEST, code: "invalid-request", message: e.to_string() })?;
+    let decision = host.ivr_lookup(req).await.map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid-request",
+        message: e.to_string(),
+    })?;
     Ok(Json(decision))
 }
 
@@ -128,12 +167,19 @@ async fn reload(State(host): State<Host>) -> ApiResult<impl IntoResponse> {
         Err(errors) => Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid-config",
-            message: errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            message: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
         }),
     }
 }
 
-async fn tenant_plugins(State(host): State<Host>, Path(tenant): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn tenant_plugins(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(host.tenant_plugins(&tenant)?))
 }
 
@@ -162,7 +208,10 @@ async fn put_config(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_secrets(State(host): State<Host>, Path((tenant, plugin)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+async fn get_secrets(
+    State(host): State<Host>,
+    Path((tenant, plugin)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(host.secrets(&tenant, &plugin)?))
 }
 
@@ -181,12 +230,18 @@ async fn put_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_secret(State(host): State<Host>, Path((tenant, plugin, name)): Path<(String, String, String)>) -> ApiResult<impl IntoResponse> {
+async fn delete_secret(
+    State(host): State<Host>,
+    Path((tenant, plugin, name)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
     host.delete_secret(&tenant, &plugin, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn verify(State(host): State<Host>, Path((tenant, plugin)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+async fn verify(
+    State(host): State<Host>,
+    Path((tenant, plugin)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
     let items = host.verify(&tenant, &plugin).await?;
     let ok = items.iter().all(|i| i.ok);
     Ok(Json(json!({"ok": ok, "items": items})))
@@ -197,11 +252,18 @@ struct Limit {
     limit: Option<u32>,
 }
 
-async fn log(State(host): State<Host>, Path(tenant): Path<String>, Query(q): Query<Limit>) -> ApiResult<impl IntoResponse> {
+async fn log(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+    Query(q): Query<Limit>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(host.log(&tenant, q.limit.unwrap_or(200).min(10_000))?))
 }
 
-async fn usage(State(host): State<Host>, Path(tenant): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn usage(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(host.usage(&tenant)?))
 }
 
@@ -210,19 +272,36 @@ struct StatusFilter {
     status: Option<DeliveryStatus>,
 }
 
-async fn deliveries(State(host): State<Host>, Path(tenant): Path<String>, Query(q): Query<StatusFilter>) -> ApiResult<impl IntoResponse> {
+async fn deliveries(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+    Query(q): Query<StatusFilter>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(host.deliveries(&tenant, q.status)?))
 }
 
-async fn replay(State(host): State<Host>, Path((tenant, id)): Path<(String, i64)>) -> ApiResult<impl IntoResponse> {
+async fn replay(
+    State(host): State<Host>,
+    Path((tenant, id)): Path<(String, i64)>,
+) -> ApiResult<impl IntoResponse> {
     if host.replay(&tenant, id)? {
         Ok(StatusCode::ACCEPTED)
     } else {
-        Err(ApiError { status: StatusCode::NOT_FOUND, code: "not-found", message: format!("no dead delivery {id} for tenant '{tenant}'") })
+        Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not-found",
+            message: format!("no dead delivery {id} for tenant '{tenant}'"),
+        })
     }
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.
-pub async fn serve(host: Host, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    host: Host,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(host))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -22,7 +22,9 @@ impl<'de> Deserialize<'de> for Timestamp {
             Raw::Ms(ms) => Ok(Timestamp(ms)),
             Raw::Text(s) => chrono::DateTime::parse_from_rfc3339(&s)
                 .map(|t| Timestamp(t.timestamp_millis()))
-                .map_err(|e| serde::de::Error::custom(format!("'{s}' is not an RFC 3339 time: {e}"))),
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("'{s}' is not an RFC 3339 time: {e}"))
+                }),
         }
     }
 }
@@ -201,10 +203,16 @@ pub struct InvalidEvent {
 
 fn check_text(field: &str, v: &str, max: usize, required: bool) -> Result<(), InvalidEvent> {
     if required && v.trim().is_empty() {
-        return Err(InvalidEvent { field: field.into(), message: "must not be empty".into() });
+        return Err(InvalidEvent {
+            field: field.into(),
+            message: "must not be empty".into(),
+        });
     }
     if v.len() > max {
-        return Err(InvalidEvent { field: field.into(), message: format!("is over {max} bytes") });
+        return Err(InvalidEvent {
+            field: field.into(),
+            message: format!("is over {max} bytes"),
+        });
     }
     Ok(())
 }
@@ -214,15 +222,22 @@ impl Call {
         check_text(&format!("{at}.call_id"), &self.call_id, 128, true)?;
         check_text(&format!("{at}.caller"), &self.caller, 64, false)?;
         check_text(&format!("{at}.callee"), &self.callee, 64, false)?;
-        for (name, v) in [("queue", &self.queue), ("recording_url", &self.recording_url), ("crm_record_id", &self.crm_record_id)] {
+        for (name, v) in [
+            ("queue", &self.queue),
+            ("recording_url", &self.recording_url),
+            ("crm_record_id", &self.crm_record_id),
+        ] {
             if let Some(v) = v {
                 check_text(&format!("{at}.{name}"), v, 2048, false)?;
             }
         }
-        if let (Some(a), Some(e)) = (self.answered_at, self.ended_at) {
-            if e.0 < a.0 {
-                return Err(InvalidEvent { field: format!("{at}.ended_at"), message: "is before answered_at".into() });
-            }
+        if let (Some(a), Some(e)) = (self.answered_at, self.ended_at)
+            && e.0 < a.0
+        {
+            return Err(InvalidEvent {
+                field: format!("{at}.ended_at"),
+                message: "is before answered_at".into(),
+            });
         }
         Ok(())
     }
@@ -231,14 +246,20 @@ impl Call {
 impl CallEvent {
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         if !crate::config::valid_id(&self.tenant) {
-            return Err(InvalidEvent { field: "tenant".into(), message: "is not a tenant id".into() });
+            return Err(InvalidEvent {
+                field: "tenant".into(),
+                message: "is not a tenant id".into(),
+            });
         }
         if let Some(id) = &self.event_id {
             check_text("event_id", id, 128, true)?;
         }
         self.call.validate("call")?;
         if self.memo.len() > 64 {
-            return Err(InvalidEvent { field: "memo".into(), message: "has more than 64 labels".into() });
+            return Err(InvalidEvent {
+                field: "memo".into(),
+                message: "has more than 64 labels".into(),
+            });
         }
         if let Some(t) = &self.transcript {
             check_text("transcript.text", &t.text, 256 << 10, false)?;
@@ -259,10 +280,15 @@ impl CallEvent {
                 EventKind::MemoUpdated => types::EventKind::MemoUpdated,
                 EventKind::TranscriptUpdated => types::EventKind::TranscriptUpdated,
             },
-            occurred_at: self.occurred_at.map_or(self.call.dial_started_at.0, |t| t.0),
+            occurred_at: self
+                .occurred_at
+                .map_or(self.call.dial_started_at.0, |t| t.0),
             call: self.call.to_wit(),
             memo: self.memo.clone(),
-            transcript: self.transcript.as_ref().map(|t| types::Transcript { text: t.text.clone(), summary: t.summary.clone() }),
+            transcript: self.transcript.as_ref().map(|t| types::Transcript {
+                text: t.text.clone(),
+                summary: t.summary.clone(),
+            }),
         }
     }
 }
@@ -315,10 +341,16 @@ impl Call {
 impl IvrLookup {
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         if !crate::config::valid_id(&self.tenant) {
-            return Err(InvalidEvent { field: "tenant".into(), message: "is not a tenant id".into() });
+            return Err(InvalidEvent {
+                field: "tenant".into(),
+                message: "is not a tenant id".into(),
+            });
         }
         if self.deadline_ms == 0 || self.deadline_ms > 60_000 {
-            return Err(InvalidEvent { field: "deadline_ms".into(), message: "must be 1 to 60000".into() });
+            return Err(InvalidEvent {
+                field: "deadline_ms".into(),
+                message: "must be 1 to 60000".into(),
+            });
         }
         check_text("ivr_name", &self.ivr_name, 128, false)?;
         self.call.validate("call")
@@ -355,7 +387,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.validate().unwrap_err().field, "call.call_id");
-        let err = serde_json::from_value::<CallEvent>(serde_json::json!({"tenant": "acme", "kind": "exploded"})).unwrap_err();
+        let err = serde_json::from_value::<CallEvent>(
+            serde_json::json!({"tenant": "acme", "kind": "exploded"}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("exploded"), "{err}");
     }
 }

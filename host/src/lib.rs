@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod store;
 
 pub use host::{
-    AdminError, Host, HostOptions, IngestReceipt, PluginStatus, SecretView, StartError, TenantPluginView,
+    AdminError, Host, HostOptions, IngestReceipt, PluginStatus, SecretView, StartError,
+    TenantPluginView,
 };
 pub use host::{CheckResult, IngestError};

@@ -9,10 +9,20 @@ use clap::{Parser, Subcommand};
 use pbx_host::{Host, HostOptions};
 
 #[derive(Parser)]
-#[command(name = "pbx-host", version, about = "WebAssembly plugin host for a cloud PBX")]
+#[command(
+    name = "pbx-host",
+    version,
+    about = "WebAssembly plugin host for a cloud PBX"
+)]
 struct Cli {
     /// plugins.toml: plugins, their grants and limits, tenants.
-    #[arg(long, short, global = true, default_value = "plugins.toml", env = "PBX_HOST_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "plugins.toml",
+        env = "PBX_HOST_CONFIG"
+    )]
     config: PathBuf,
     /// Where the database, secrets and compiled components live.
     #[arg(long, global = true, default_value = "data", env = "PBX_HOST_DATA")]
@@ -59,7 +69,9 @@ fn options(cli: &Cli) -> HostOptions {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -76,7 +88,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { listen } => {
             let host = Host::start(options(&cli)).await?;
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!("pbx-host listening on http://{}", listener.local_addr()?);
             let h = host.clone();
             pbx_host::api::serve(host, listener, async move {
@@ -93,7 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut ok = true;
             for s in host.plugin_statuses() {
                 match &s.error {
-                    None => println!("ok      {} ({:?}; exports {})", s.id, s.source, s.exports.join(", ")),
+                    None => println!(
+                        "ok      {} ({:?}; exports {})",
+                        s.id,
+                        s.source,
+                        s.exports.join(", ")
+                    ),
                     Some(e) => {
                         ok = false;
                         println!("FAILED  {}: {e}", s.id);
@@ -101,7 +120,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             host.shutdown().await;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Verify { tenant, plugin } => {
             let mut opts = options(&cli);
@@ -111,22 +134,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut ok = true;
             for i in &items {
                 ok &= i.ok;
-                let field = i.field.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
-                println!("{} {}{}: {}", if i.ok { "ok  " } else { "FAIL" }, i.name, field, i.message);
+                let field = i
+                    .field
+                    .as_deref()
+                    .map(|f| format!(" [{f}]"))
+                    .unwrap_or_default();
+                println!(
+                    "{} {}{}: {}",
+                    if i.ok { "ok  " } else { "FAIL" },
+                    i.name,
+                    field,
+                    i.message
+                );
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Replay { file, wait_seconds } => {
             let mut opts = options(&cli);
             opts.reload_interval = None;
             let host = Host::start(opts).await?;
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let mut tenants = std::collections::BTreeSet::new();
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let event: pbx_host::events::CallEvent =
-                    serde_json::from_str(line).with_context(|| format!("{}:{}: not a call event", file.display(), n + 1))?;
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let event: pbx_host::events::CallEvent = serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not a call event", file.display(), n + 1))?;
                 tenants.insert(event.tenant.clone());
-                let receipt = host.ingest(event).with_context(|| format!("{}:{}", file.display(), n + 1))?;
+                let receipt = host
+                    .ingest(event)
+                    .with_context(|| format!("{}:{}", file.display(), n + 1))?;
                 println!("queued {} for {:?}", receipt.event_id, receipt.queued_for);
             }
             let idle = host.wait_idle(Duration::from_secs(*wait_seconds)).await;
@@ -136,7 +180,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{} {:5} {}: {}", e.at, e.level, e.plugin, e.message);
                 }
             }
-            Ok(if idle { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if idle {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

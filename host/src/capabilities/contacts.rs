@@ -38,21 +38,36 @@ impl Invocation {
 
     fn to_row(&self, c: Contact) -> Result<ContactRow, ContactsError> {
         if c.external_id.is_empty() || c.external_id.len() > MAX_ID_BYTES {
-            return Err(ContactsError::Invalid(format!("external-id must be 1 to {MAX_ID_BYTES} bytes")));
+            return Err(ContactsError::Invalid(format!(
+                "external-id must be 1 to {MAX_ID_BYTES} bytes"
+            )));
         }
         if c.name.trim().is_empty() {
-            return Err(ContactsError::Invalid(format!("name is empty (external-id {})", c.external_id)));
+            return Err(ContactsError::Invalid(format!(
+                "name is empty (external-id {})",
+                c.external_id
+            )));
         }
-        for (field, v) in [("name", Some(&c.name)), ("company", c.company.as_ref()), ("email", c.email.as_ref())] {
+        for (field, v) in [
+            ("name", Some(&c.name)),
+            ("company", c.company.as_ref()),
+            ("email", c.email.as_ref()),
+        ] {
             if v.is_some_and(|v| v.len() > MAX_FIELD_BYTES) {
-                return Err(ContactsError::Invalid(format!("{field} is over {MAX_FIELD_BYTES} bytes")));
+                return Err(ContactsError::Invalid(format!(
+                    "{field} is over {MAX_FIELD_BYTES} bytes"
+                )));
             }
         }
         let country = &self.scope.default_country;
         let phones = c
             .phones
             .into_iter()
-            .map(|p| PhoneRow { e164: pbx_phone::normalize(&p.number, country), label: p.label, number: p.number })
+            .map(|p| PhoneRow {
+                e164: pbx_phone::normalize(&p.number, country),
+                label: p.label,
+                number: p.number,
+            })
             .collect();
         Ok(ContactRow {
             external_id: c.external_id,
@@ -75,7 +90,14 @@ fn from_row(r: ContactRow) -> Contact {
         name: r.name,
         company: r.company,
         email: r.email,
-        phones: r.phones.into_iter().map(|p| Phone { label: p.label, number: p.number }).collect(),
+        phones: r
+            .phones
+            .into_iter()
+            .map(|p| Phone {
+                label: p.label,
+                number: p.number,
+            })
+            .collect(),
         account_id: r.account_id,
         modified_at: r.modified_at,
     }
@@ -86,7 +108,10 @@ fn unavailable(e: crate::store::StorageError) -> ContactsError {
 }
 
 impl Host for Invocation {
-    async fn upsert(&mut self, entries: Vec<Contact>) -> wasmtime::Result<Result<u32, ContactsError>> {
+    async fn upsert(
+        &mut self,
+        entries: Vec<Contact>,
+    ) -> wasmtime::Result<Result<u32, ContactsError>> {
         if let Err(e) = self.contacts_allowed(true) {
             return Ok(Err(e));
         }
@@ -101,7 +126,10 @@ impl Host for Invocation {
             }
         }
         let s = &self.scope;
-        Ok(s.services.storage.contacts_upsert(&s.tenant_id, &rows).map_err(unavailable))
+        Ok(s.services
+            .storage
+            .contacts_upsert(&s.tenant_id, &rows)
+            .map_err(unavailable))
     }
 
     async fn delete(&mut self, external_id: String) -> wasmtime::Result<Result<(), ContactsError>> {
@@ -109,26 +137,40 @@ impl Host for Invocation {
             return Ok(Err(e));
         }
         let s = &self.scope;
-        match s.services.storage.contacts_delete(&s.tenant_id, &external_id) {
+        match s
+            .services
+            .storage
+            .contacts_delete(&s.tenant_id, &external_id)
+        {
             Ok(true) => Ok(Ok(())),
-            Ok(false) => Ok(Err(ContactsError::NotFound(format!("no entry '{external_id}' in this tenant's phone book")))),
+            Ok(false) => Ok(Err(ContactsError::NotFound(format!(
+                "no entry '{external_id}' in this tenant's phone book"
+            )))),
             Err(e) => Ok(Err(unavailable(e))),
         }
     }
 
-    async fn get(&mut self, external_id: String) -> wasmtime::Result<Result<Contact, ContactsError>> {
+    async fn get(
+        &mut self,
+        external_id: String,
+    ) -> wasmtime::Result<Result<Contact, ContactsError>> {
         if let Err(e) = self.contacts_allowed(false) {
             return Ok(Err(e));
         }
         let s = &self.scope;
         match s.services.storage.contacts_get(&s.tenant_id, &external_id) {
             Ok(Some(r)) => Ok(Ok(from_row(r))),
-            Ok(None) => Ok(Err(ContactsError::NotFound(format!("no entry '{external_id}' in this tenant's phone book")))),
+            Ok(None) => Ok(Err(ContactsError::NotFound(format!(
+                "no entry '{external_id}' in this tenant's phone book"
+            )))),
             Err(e) => Ok(Err(unavailable(e))),
         }
     }
 
-    async fn lookup_by_phone(&mut self, number: String) -> wasmtime::Result<Result<Vec<Contact>, ContactsError>> {
+    async fn lookup_by_phone(
+        &mut self,
+        number: String,
+    ) -> wasmtime::Result<Result<Vec<Contact>, ContactsError>> {
         if let Err(e) = self.contacts_allowed(false) {
             return Ok(Err(e));
         }

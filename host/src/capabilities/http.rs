@@ -49,13 +49,21 @@ impl UrlPattern {
                 return Err(format!("unclosed placeholder in '{template}'"));
             };
             let key = &probe[start + 8..start + len];
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(format!("bad placeholder '{{config.{key}}}' in '{template}'"));
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "bad placeholder '{{config.{key}}}' in '{template}'"
+                ));
             }
             probe.replace_range(start..start + len + 1, "https://placeholder.invalid");
         }
         if probe.contains('{') || probe.contains('}') {
-            return Err(format!("'{template}': the only placeholder is {{config.KEY}}"));
+            return Err(format!(
+                "'{template}': the only placeholder is {{config.KEY}}"
+            ));
         }
         if template.starts_with("{config.") {
             // A pattern that is a whole tenant setting is checked when expanded.
@@ -80,11 +88,15 @@ impl UrlPattern {
         // "/services/*", "/services/" and "/services" all grant "/services" and below.
         let path_prefix = path.trim_end_matches('*').trim_end_matches('/').to_string();
         if path_prefix.contains('*') {
-            return Err(format!("'{pattern}': '*' is allowed only at the end of the path"));
+            return Err(format!(
+                "'{pattern}': '*' is allowed only at the end of the path"
+            ));
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| format!("'{pattern}': bad port '{p}'"))?;
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("'{pattern}': bad port '{p}'"))?;
                 (h, Some(port))
             }
             _ => (authority, None),
@@ -95,20 +107,32 @@ impl UrlPattern {
         }
         let host = if let Some(suffix) = host.strip_prefix("*.") {
             if suffix.contains('*') || suffix.split('.').filter(|l| !l.is_empty()).count() < 2 {
-                return Err(format!("'{pattern}': a wildcard must leave at least a registrable domain (e.g. *.salesforce.com)"));
+                return Err(format!(
+                    "'{pattern}': a wildcard must leave at least a registrable domain (e.g. *.salesforce.com)"
+                ));
             }
             HostPattern::Subdomains(format!(".{suffix}"))
         } else if host.contains('*') {
-            return Err(format!("'{pattern}': '*' is allowed only as the first label of the host"));
+            return Err(format!(
+                "'{pattern}': '*' is allowed only as the first label of the host"
+            ));
         } else {
             HostPattern::Exact(host.trim_matches(|c| c == '[' || c == ']').to_string())
         };
-        Ok(UrlPattern { scheme, host, port, path_prefix })
+        Ok(UrlPattern {
+            scheme,
+            host,
+            port,
+            path_prefix,
+        })
     }
 
     /// Expand `{config.KEY}` with the tenant's settings; `None` if a setting is missing
     /// (the pattern then grants nothing).
-    pub fn expand(template: &str, config: &serde_json::Value) -> Option<Result<UrlPattern, String>> {
+    pub fn expand(
+        template: &str,
+        config: &serde_json::Value,
+    ) -> Option<Result<UrlPattern, String>> {
         let mut out = String::with_capacity(template.len());
         let mut rest = template;
         while let Some(start) = rest.find("{config.") {
@@ -128,11 +152,17 @@ impl UrlPattern {
         if url.scheme() != self.scheme {
             return false;
         }
-        let Some(host) = url.host_str() else { return false };
-        let host = host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
         let host_ok = match &self.host {
             HostPattern::Exact(h) => &host == h,
-            HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()) && host.len() > suffix.len(),
+            HostPattern::Subdomains(suffix) => {
+                host.ends_with(suffix.as_str()) && host.len() > suffix.len()
+            }
         };
         if !host_ok {
             return false;
@@ -150,7 +180,8 @@ impl UrlPattern {
         }
         // "/services" grants "/services" and "/services/...", not "/servicesX".
         path.starts_with(&self.path_prefix)
-            && (path.len() == self.path_prefix.len() || path.as_bytes()[self.path_prefix.len()] == b'/')
+            && (path.len() == self.path_prefix.len()
+                || path.as_bytes()[self.path_prefix.len()] == b'/')
     }
 }
 
@@ -168,7 +199,10 @@ impl NetPolicy {
     /// Why `ip` is refused, if it is.
     pub fn refuse(&self, ip: IpAddr) -> Option<&'static str> {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         let why = internal_kind(ip)?;
@@ -225,10 +259,17 @@ impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| policy.refuse(a.ip()).is_none()).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| policy.refuse(a.ip()).is_none())
+                .collect();
             if allowed.is_empty() {
-                return Err(format!("{} resolves only to internal addresses", name.as_str()).into());
+                return Err(
+                    format!("{} resolves only to internal addresses", name.as_str()).into(),
+                );
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -250,7 +291,9 @@ impl HttpClient {
     pub fn new(policy: NetPolicy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(PolicyResolver { policy: policy.clone() }))
+            .dns_resolver(Arc::new(PolicyResolver {
+                policy: policy.clone(),
+            }))
             // Redirects would let an allowed host bounce a plugin to a forbidden one.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -278,10 +321,10 @@ impl Invocation {
     fn http_check(&self, url: &Url) -> Result<(), String> {
         let config = &self.scope.config;
         for template in &self.scope.grants.http {
-            if let Some(Ok(p)) = UrlPattern::expand(template, config) {
-                if p.matches(url) {
-                    return Ok(());
-                }
+            if let Some(Ok(p)) = UrlPattern::expand(template, config)
+                && p.matches(url)
+            {
+                return Ok(());
             }
         }
         Err(format!(
@@ -307,7 +350,9 @@ impl Invocation {
         };
         for ip in ips {
             if let Some(kind) = policy.refuse(ip) {
-                return Err(format!("{host} is a {kind} address ({ip}); the operator has not allowed it"));
+                return Err(format!(
+                    "{host} is a {kind} address ({ip}); the operator has not allowed it"
+                ));
             }
         }
         Ok(())
@@ -321,7 +366,8 @@ impl Invocation {
 
     async fn send_checked(&mut self, req: Request) -> Result<Response, HttpError> {
         let limits = self.scope.limits.clone();
-        let url = Url::parse(&req.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+        let url =
+            Url::parse(&req.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         if let Err(why) = self.http_check(&url) {
             return Err(self.deny_http(why));
         }
@@ -330,12 +376,24 @@ impl Invocation {
             return Err(self.deny_http(why));
         }
         if self.meter.http_requests >= limits.http_requests {
-            self.log_line("warn", format!("http: request limit of {} per invocation reached", limits.http_requests));
+            self.log_line(
+                "warn",
+                format!(
+                    "http: request limit of {} per invocation reached",
+                    limits.http_requests
+                ),
+            );
             return Err(HttpError::TooLarge(u64::from(limits.http_requests)));
         }
         let body_len = req.body.as_ref().map_or(0, |b| b.len() as u64);
         if body_len > limits.http_request_bytes {
-            self.log_line("warn", format!("http: request body of {body_len} bytes is over the limit of {}", limits.http_request_bytes));
+            self.log_line(
+                "warn",
+                format!(
+                    "http: request body of {body_len} bytes is over the limit of {}",
+                    limits.http_request_bytes
+                ),
+            );
             return Err(HttpError::TooLarge(limits.http_request_bytes));
         }
         let method = match req.method {
@@ -349,26 +407,35 @@ impl Invocation {
         let mut builder = self.scope.services.http.client.request(method, url.clone());
         for (name, value) in &req.headers {
             let Ok(name) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else {
-                return Err(HttpError::InvalidRequest(format!("bad header name '{name}'")));
+                return Err(HttpError::InvalidRequest(format!(
+                    "bad header name '{name}'"
+                )));
             };
             if name == reqwest::header::HOST || name == reqwest::header::CONTENT_LENGTH {
                 continue;
             }
             let Ok(value) = reqwest::header::HeaderValue::from_str(value) else {
-                return Err(HttpError::InvalidRequest(format!("bad value for header '{name}'")));
+                return Err(HttpError::InvalidRequest(format!(
+                    "bad value for header '{name}'"
+                )));
             };
             builder = builder.header(name, value);
         }
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
-        let wanted = req.timeout_ms.map_or(Duration::MAX, |ms| Duration::from_millis(u64::from(ms)));
+        let wanted = req
+            .timeout_ms
+            .map_or(Duration::MAX, |ms| Duration::from_millis(u64::from(ms)));
         let timeout = wanted.min(self.remaining());
         self.meter.http_requests += 1;
         self.meter.http_bytes_out += body_len;
         let max_in = limits.http_response_bytes;
         let exchange = async {
-            let mut resp = builder.send().await.map_err(|e| HttpError::Connect(describe(e)))?;
+            let mut resp = builder
+                .send()
+                .await
+                .map_err(|e| HttpError::Connect(describe(e)))?;
             if resp.content_length().is_some_and(|n| n > max_in) {
                 return Err(HttpError::TooLarge(max_in));
             }
@@ -376,16 +443,29 @@ impl Invocation {
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Connect(describe(e)))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| HttpError::Connect(describe(e)))?
+            {
                 if body.len() as u64 + chunk.len() as u64 > max_in {
                     return Err(HttpError::TooLarge(max_in));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Response { status, headers, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -398,9 +478,25 @@ impl Invocation {
                     self.meter.crm_api_usage = Some(usage);
                 }
             }
-            Err(HttpError::TooLarge(n)) => self.log_line("warn", format!("http: response from {} is over the limit of {n} bytes", url.host_str().unwrap_or(""))),
-            Err(HttpError::Timeout) => self.log_line("warn", format!("http: {} did not answer within {} ms", url.host_str().unwrap_or(""), timeout.as_millis())),
-            Err(e) => self.log_line("warn", format!("http: {} failed: {e:?}", url.host_str().unwrap_or(""))),
+            Err(HttpError::TooLarge(n)) => self.log_line(
+                "warn",
+                format!(
+                    "http: response from {} is over the limit of {n} bytes",
+                    url.host_str().unwrap_or("")
+                ),
+            ),
+            Err(HttpError::Timeout) => self.log_line(
+                "warn",
+                format!(
+                    "http: {} did not answer within {} ms",
+                    url.host_str().unwrap_or(""),
+                    timeout.as_millis()
+                ),
+            ),
+            Err(e) => self.log_line(
+                "warn",
+                format!("http: {} failed: {e:?}", url.host_str().unwrap_or("")),
+            ),
         }
         result
     }
@@ -422,7 +518,9 @@ fn describe(e: reqwest::Error) -> String {
 /// `Sforce-Limit-Info: api-usage=18/5000` (the CRM's own usage figure, shown to the admin).
 fn crm_api_usage(headers: &[(String, String)]) -> Option<(u64, u64)> {
     let (_, v) = headers.iter().find(|(k, _)| k == "sforce-limit-info")?;
-    let usage = v.split(';').find_map(|part| part.trim().strip_prefix("api-usage="))?;
+    let usage = v
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("api-usage="))?;
     let (used, max) = usage.split_once('/')?;
     Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
 }
@@ -431,7 +529,10 @@ impl Host for Invocation {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let started = Instant::now();
         let result = self.send_checked(req).await;
-        tracing::trace!(elapsed_ms = started.elapsed().as_millis() as u64, "plugin http request");
+        tracing::trace!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "plugin http request"
+        );
         Ok(result)
     }
 }
@@ -448,10 +549,16 @@ mod tests {
     fn patterns_match_host_port_and_path_prefix() {
         let p = UrlPattern::parse("https://*.salesforce.com").unwrap();
         assert!(p.matches(&url("https://acme.my.salesforce.com/services/data")));
-        assert!(!p.matches(&url("https://salesforce.com/")), "the bare domain is not a subdomain");
+        assert!(
+            !p.matches(&url("https://salesforce.com/")),
+            "the bare domain is not a subdomain"
+        );
         assert!(!p.matches(&url("https://evilsalesforce.com/")));
         assert!(!p.matches(&url("http://acme.salesforce.com/")), "scheme");
-        assert!(!p.matches(&url("https://acme.salesforce.com:8443/")), "port");
+        assert!(
+            !p.matches(&url("https://acme.salesforce.com:8443/")),
+            "port"
+        );
         let p = UrlPattern::parse("http://127.0.0.1:18089/services/*").unwrap();
         assert!(p.matches(&url("http://127.0.0.1:18089/services/data/v59.0/query")));
         assert!(p.matches(&url("http://127.0.0.1:18089/services")));
@@ -462,9 +569,14 @@ mod tests {
     #[test]
     fn templates_expand_tenant_settings() {
         let cfg = serde_json::json!({"login_url": "http://127.0.0.1:4000/"});
-        let p = UrlPattern::expand("{config.login_url}", &cfg).unwrap().unwrap();
+        let p = UrlPattern::expand("{config.login_url}", &cfg)
+            .unwrap()
+            .unwrap();
         assert!(p.matches(&url("http://127.0.0.1:4000/services/oauth2/token")));
-        assert!(UrlPattern::expand("{config.instance_url}", &cfg).is_none(), "unset setting grants nothing");
+        assert!(
+            UrlPattern::expand("{config.instance_url}", &cfg).is_none(),
+            "unset setting grants nothing"
+        );
         assert!(UrlPattern::parse_template("{config.login_url}/services").is_ok());
         assert!(UrlPattern::parse_template("{config.}").is_err());
         assert!(UrlPattern::parse_template("ftp://x.example.com").is_err());
@@ -475,18 +587,35 @@ mod tests {
     #[test]
     fn internal_addresses_are_refused_unless_allowed() {
         let p = NetPolicy::default();
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
+        ] {
             assert!(p.refuse(ip.parse().unwrap()).is_some(), "{ip}");
         }
         assert!(p.refuse("13.110.0.1".parse().unwrap()).is_none());
-        let p = NetPolicy { allowed_internal: vec!["127.0.0.0/8".parse().unwrap()] };
+        let p = NetPolicy {
+            allowed_internal: vec!["127.0.0.0/8".parse().unwrap()],
+        };
         assert!(p.refuse("127.0.0.1".parse().unwrap()).is_none());
         assert!(p.refuse("169.254.169.254".parse().unwrap()).is_some());
     }
 
     #[test]
     fn reads_crm_usage_header() {
-        let h = vec![("sforce-limit-info".to_string(), "api-usage=18/5000; per-app-api-usage=1/2(appName=x)".to_string())];
+        let h = vec![(
+            "sforce-limit-info".to_string(),
+            "api-usage=18/5000; per-app-api-usage=1/2(appName=x)".to_string(),
+        )];
         assert_eq!(crm_api_usage(&h), Some((18, 5000)));
     }
 }

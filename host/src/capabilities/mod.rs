@@ -41,8 +41,18 @@ pub struct PluginGrants {
 impl PluginGrants {
     pub fn from_decl(decl: &PluginDecl) -> Self {
         PluginGrants {
-            http: decl.grants.http.iter().map(|p| p.get_ref().clone()).collect(),
-            secrets: decl.grants.secrets.iter().map(|s| s.get_ref().clone()).collect(),
+            http: decl
+                .grants
+                .http
+                .iter()
+                .map(|p| p.get_ref().clone())
+                .collect(),
+            secrets: decl
+                .grants
+                .secrets
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
             state: decl.grants.state,
             contacts: decl.grants.contacts,
         }

@@ -38,7 +38,9 @@ impl SecretStore {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
         }
-        Ok(SecretStore { root: Dir::open_ambient_dir(path, ambient_authority())? })
+        Ok(SecretStore {
+            root: Dir::open_ambient_dir(path, ambient_authority())?,
+        })
     }
 
     fn check(tenant: &str, plugin: &str, name: &str) -> Result<(), SecretStoreError> {
@@ -50,7 +52,12 @@ impl SecretStore {
     }
 
     /// Read a secret; `None` if unset.
-    pub fn get(&self, tenant: &str, plugin: &str, name: &str) -> Result<Option<String>, SecretStoreError> {
+    pub fn get(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        name: &str,
+    ) -> Result<Option<String>, SecretStoreError> {
         Self::check(tenant, plugin, name)?;
         let path = format!("{tenant}/{plugin}/{name}");
         match self.root.open(&path) {
@@ -65,7 +72,13 @@ impl SecretStore {
     }
 
     /// Write a secret atomically.
-    pub fn set(&self, tenant: &str, plugin: &str, name: &str, value: &str) -> Result<(), SecretStoreError> {
+    pub fn set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), SecretStoreError> {
         Self::check(tenant, plugin, name)?;
         let dir = format!("{tenant}/{plugin}");
         self.root.create_dir_all(&dir)?;
@@ -75,7 +88,8 @@ impl SecretStore {
             f.write_all(value.as_bytes())?;
             f.sync_all()?;
         }
-        self.root.rename(&tmp, &self.root, format!("{dir}/{name}"))?;
+        self.root
+            .rename(&tmp, &self.root, format!("{dir}/{name}"))?;
         Ok(())
     }
 
@@ -118,11 +132,15 @@ impl Host for Invocation {
             let why = "secret names are letters, digits, '.', '-' and '_': a plugin reads only \
                        its own tenant's secrets"
                 .to_string();
-            self.record_denial("secrets", &format!("malformed secret name ({} bytes)", name.len()));
+            self.record_denial(
+                "secrets",
+                &format!("malformed secret name ({} bytes)", name.len()),
+            );
             return Ok(Err(SecretError::Denied(why)));
         }
         if !self.scope.grants.secrets.contains(&name) {
-            let why = format!("secret '{name}' is not declared by plugin '{plugin}' in plugins.toml");
+            let why =
+                format!("secret '{name}' is not declared by plugin '{plugin}' in plugins.toml");
             self.record_denial("secrets", &why);
             return Ok(Err(SecretError::Denied(why)));
         }
@@ -130,7 +148,10 @@ impl Host for Invocation {
         match self.scope.services.secrets.get(&tenant, &plugin, &name) {
             Ok(Some(value)) => Ok(Ok(value)),
             Ok(None) => {
-                self.log_line("warn", format!("secret '{name}' is not set for this tenant"));
+                self.log_line(
+                    "warn",
+                    format!("secret '{name}' is not set for this tenant"),
+                );
                 Ok(Err(SecretError::NotSet(name)))
             }
             Err(e) => {

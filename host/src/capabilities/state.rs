@@ -20,9 +20,11 @@ pub fn check_key(key: &str) -> Result<(), String> {
         return Err("state keys may not contain control characters".into());
     }
     if key.starts_with('/') || key.split(['/', '\\']).any(|seg| seg == "..") {
-        return Err("state keys may not contain '..' segments or start with '/': a plugin's \
+        return Err(
+            "state keys may not contain '..' segments or start with '/': a plugin's \
                     state is its own tenant's only"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -30,7 +32,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
 impl Invocation {
     fn state_allowed(&mut self, key: &str) -> Result<(), StateError> {
         if !self.scope.grants.state {
-            let why = format!("plugin '{}' is not granted state in plugins.toml", self.scope.plugin_id);
+            let why = format!(
+                "plugin '{}' is not granted state in plugins.toml",
+                self.scope.plugin_id
+            );
             self.record_denial("state", &why);
             return Err(StateError::Denied(why));
         }
@@ -54,16 +59,31 @@ impl Host for Invocation {
             .map_err(|e| StateError::Unavailable(e.to_string())))
     }
 
-    async fn set(&mut self, key: String, value: String, ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), StateError>> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), StateError>> {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }
         let s = &self.scope;
         let expires = ttl_seconds.map(|t| now_ms() + i64::from(t) * 1000);
-        match s.services.storage.state_set(&s.tenant_id, &s.plugin_id, &key, &value, expires, s.limits.state_bytes) {
+        match s.services.storage.state_set(
+            &s.tenant_id,
+            &s.plugin_id,
+            &key,
+            &value,
+            expires,
+            s.limits.state_bytes,
+        ) {
             Ok(Ok(())) => Ok(Ok(())),
             Ok(Err(limit)) => {
-                self.log_line("warn", format!("state is full: the plugin's state is limited to {limit} bytes"));
+                self.log_line(
+                    "warn",
+                    format!("state is full: the plugin's state is limited to {limit} bytes"),
+                );
                 Ok(Err(StateError::TooLarge(limit)))
             }
             Err(e) => Ok(Err(StateError::Unavailable(e.to_string()))),
@@ -88,7 +108,14 @@ mod tests {
 
     #[test]
     fn keys_that_look_like_escapes_are_refused() {
-        for bad in ["", "../globex/session", "a/../../b", "/etc/passwd", "a\u{0}b", "..\\x"] {
+        for bad in [
+            "",
+            "../globex/session",
+            "a/../../b",
+            "/etc/passwd",
+            "a\u{0}b",
+            "..\\x",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
         for good in ["session", "task:call-1", "sync/watermark", "a..b"] {

@@ -119,7 +119,10 @@ fn field_at(text: &str, offset: usize) -> String {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
     let key = line.split('=').next().unwrap_or("").trim();
-    match (table.is_empty(), key.is_empty() || line.trim_start().starts_with('[')) {
+    match (
+        table.is_empty(),
+        key.is_empty() || line.trim_start().starts_with('['),
+    ) {
         (true, _) => key.to_string(),
         (false, true) => table,
         (false, false) => format!("{table}.{key}"),
@@ -178,7 +181,10 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
             errors.push(at.error(
                 Some(net.span()),
                 "host.allow_private_networks",
-                format!("'{}' is not a network in CIDR form (e.g. 127.0.0.0/8)", net.get_ref()),
+                format!(
+                    "'{}' is not a network in CIDR form (e.g. 127.0.0.0/8)",
+                    net.get_ref()
+                ),
             ));
         }
     }
@@ -207,7 +213,10 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
             errors.push(at.error(
                 Some(tenant.span()),
                 &format!("{field}.default_country"),
-                format!("unknown country '{}' (an ISO 3166 code such as JP)", t.default_country),
+                format!(
+                    "unknown country '{}' (an ISO 3166 code such as JP)",
+                    t.default_country
+                ),
             ));
         }
         for (pid, tp) in &t.plugins {
@@ -230,7 +239,13 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
                 }
             }
             if let Some(config) = &tp.get_ref().config {
-                check_no_secrets(&format!("{pfield}.config"), config.get_ref(), config.span(), at, errors);
+                check_no_secrets(
+                    &format!("{pfield}.config"),
+                    config.get_ref(),
+                    config.span(),
+                    at,
+                    errors,
+                );
             }
         }
     }
@@ -250,7 +265,10 @@ fn validate_plugin(field: &str, p: &PluginDecl, at: &Locator<'_>, errors: &mut V
             errors.push(at.error(
                 Some(ev.span()),
                 &format!("{field}.events"),
-                format!("unknown event kind '{e}' (one of {}, or \"*\")", EVENT_KINDS.join(", ")),
+                format!(
+                    "unknown event kind '{e}' (one of {}, or \"*\")",
+                    EVENT_KINDS.join(", ")
+                ),
             ));
         }
     }
@@ -294,14 +312,19 @@ fn check_no_secrets(
 ) {
     for (key, value) in table {
         let k = key.to_ascii_lowercase().replace('-', "_");
-        if SECRET_LOOKING_KEYS.iter().any(|s| k == *s || k.ends_with(&format!("_{s}"))) {
-            errors.push(at.error(
-                Some(span.clone()),
-                &format!("{field}.{key}"),
-                "credentials do not belong in plugins.toml: set them as secrets through the \
+        if SECRET_LOOKING_KEYS
+            .iter()
+            .any(|s| k == *s || k.ends_with(&format!("_{s}")))
+        {
+            errors.push(
+                at.error(
+                    Some(span.clone()),
+                    &format!("{field}.{key}"),
+                    "credentials do not belong in plugins.toml: set them as secrets through the \
                  admin API or the secrets file"
-                    .into(),
-            ));
+                        .into(),
+                ),
+            );
         }
         if let toml::Value::Table(inner) = value {
             check_no_secrets(&format!("{field}.{key}"), inner, span.clone(), at, errors);

@@ -72,52 +72,101 @@ impl Host {
 
     pub fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), AdminError> {
         self.known(tenant, plugin)?;
-        self.storage().override_set_enabled(tenant, plugin, enabled).map_err(storage_err)
+        self.storage()
+            .override_set_enabled(tenant, plugin, enabled)
+            .map_err(storage_err)
     }
 
     /// Replace a tenant's settings for a plugin (a JSON object; never secrets).
-    pub fn set_config(&self, tenant: &str, plugin: &str, config: serde_json::Value) -> Result<(), AdminError> {
+    pub fn set_config(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        config: serde_json::Value,
+    ) -> Result<(), AdminError> {
         self.known(tenant, plugin)?;
         let Some(obj) = config.as_object() else {
             return Err(AdminError::Invalid("settings must be a JSON object".into()));
         };
         if let Some(key) = obj.keys().find(|k| {
             let k = k.to_ascii_lowercase();
-            ["password", "secret", "token", "private_key"].iter().any(|s| k.contains(s))
+            ["password", "secret", "token", "private_key"]
+                .iter()
+                .any(|s| k.contains(s))
         }) {
             return Err(AdminError::Invalid(format!(
                 "'{key}' looks like a credential: set it as a secret, not as a setting"
             )));
         }
-        self.storage().override_set_config(tenant, plugin, &config).map_err(storage_err)
+        self.storage()
+            .override_set_config(tenant, plugin, &config)
+            .map_err(storage_err)
     }
 
     /// Write a secret (write-only: it can never be read back through the admin surface).
-    pub fn set_secret(&self, tenant: &str, plugin: &str, name: &str, value: &str) -> Result<(), AdminError> {
+    pub fn set_secret(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), AdminError> {
         self.known(tenant, plugin)?;
-        let declared = self.registry().plugins.get(plugin).is_some_and(|p| p.grants.secrets.contains(name));
+        let declared = self
+            .registry()
+            .plugins
+            .get(plugin)
+            .is_some_and(|p| p.grants.secrets.contains(name));
         if !declared {
-            return Err(AdminError::Invalid(format!("plugin '{plugin}' declares no secret '{name}'")));
+            return Err(AdminError::Invalid(format!(
+                "plugin '{plugin}' declares no secret '{name}'"
+            )));
         }
-        self.inner.services.secrets.set(tenant, plugin, name, value).map_err(storage_err)
+        self.inner
+            .services
+            .secrets
+            .set(tenant, plugin, name, value)
+            .map_err(storage_err)
     }
 
-    pub fn delete_secret(&self, tenant: &str, plugin: &str, name: &str) -> Result<bool, AdminError> {
+    pub fn delete_secret(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        name: &str,
+    ) -> Result<bool, AdminError> {
         self.known(tenant, plugin)?;
-        self.inner.services.secrets.delete(tenant, plugin, name).map_err(storage_err)
+        self.inner
+            .services
+            .secrets
+            .delete(tenant, plugin, name)
+            .map_err(storage_err)
     }
 
     /// The declared secrets of a plugin for a tenant, masked.
     pub fn secrets(&self, tenant: &str, plugin: &str) -> Result<Vec<SecretView>, AdminError> {
         self.known(tenant, plugin)?;
-        let set = self.inner.services.secrets.names(tenant, plugin).map_err(storage_err)?;
+        let set = self
+            .inner
+            .services
+            .secrets
+            .names(tenant, plugin)
+            .map_err(storage_err)?;
         let registry = self.registry();
-        let declared = registry.plugins.get(plugin).map(|p| p.grants.secrets.clone()).unwrap_or_default();
+        let declared = registry
+            .plugins
+            .get(plugin)
+            .map(|p| p.grants.secrets.clone())
+            .unwrap_or_default();
         Ok(declared
             .into_iter()
             .map(|name| {
                 let is_set = set.contains(&name);
-                SecretView { name, set: is_set, value: is_set.then_some("********") }
+                SecretView {
+                    name,
+                    set: is_set,
+                    value: is_set.then_some("********"),
+                }
             })
             .collect())
     }
@@ -148,17 +197,27 @@ impl Host {
     pub async fn verify(&self, tenant: &str, plugin: &str) -> Result<Vec<CheckResult>, AdminError> {
         self.known(tenant, plugin)?;
         let registry = self.registry();
-        let (Some(t), Some(p)) = (registry.tenants.get(tenant), registry.plugins.get(plugin)) else {
+        let (Some(t), Some(p)) = (registry.tenants.get(tenant), registry.plugins.get(plugin))
+        else {
             return Err(AdminError::UnknownPlugin(plugin.into()));
         };
         let component = p.component.clone().map_err(AdminError::NotLoaded)?;
         let (_, config) = self.effective(&registry, tenant, plugin)?;
         let (scope, ctx) = self.scope(t, p, config);
-        let report = self.inner.runtime.invoke(&component, scope, ctx, Call::Check).await;
+        let report = self
+            .inner
+            .runtime
+            .invoke(&component, scope, ctx, Call::Check)
+            .await;
         match report.outcome {
             Ok(CallOutput::Check(items)) => Ok(items
                 .into_iter()
-                .map(|i| CheckResult { name: i.name, ok: i.ok, field: i.field, message: i.message })
+                .map(|i| CheckResult {
+                    name: i.name,
+                    ok: i.ok,
+                    field: i.field,
+                    message: i.message,
+                })
                 .collect()),
             Ok(_) => Err(AdminError::Check("the plugin gave no check result".into())),
             Err(e) => Err(AdminError::Check(e.to_string())),
@@ -180,16 +239,25 @@ impl Host {
         self.storage().usage_read(tenant).map_err(storage_err)
     }
 
-    pub fn deliveries(&self, tenant: &str, status: Option<DeliveryStatus>) -> Result<Vec<Delivery>, AdminError> {
+    pub fn deliveries(
+        &self,
+        tenant: &str,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Vec<Delivery>, AdminError> {
         if !self.registry().tenants.contains_key(tenant) {
             return Err(AdminError::UnknownTenant(tenant.into()));
         }
-        self.storage().deliveries(tenant, status, 1000).map_err(storage_err)
+        self.storage()
+            .deliveries(tenant, status, 1000)
+            .map_err(storage_err)
     }
 
     /// Put a dead-lettered delivery back in the queue.
     pub fn replay(&self, tenant: &str, delivery_id: i64) -> Result<bool, AdminError> {
-        let ok = self.storage().replay(tenant, delivery_id, now_ms()).map_err(storage_err)?;
+        let ok = self
+            .storage()
+            .replay(tenant, delivery_id, now_ms())
+            .map_err(storage_err)?;
         self.inner.wake.notify_one();
         Ok(ok)
     }

@@ -54,16 +54,23 @@ impl Host {
         if !registry.tenants.contains_key(&event.tenant) {
             return Err(IngestError::UnknownTenant(event.tenant));
         }
-        let event_id = event.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let event_id = event
+            .event_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut event = event;
         event.event_id = Some(event_id.clone());
-        let payload = serde_json::to_string(&event).map_err(|e| IngestError::Storage(e.to_string()))?;
+        let payload =
+            serde_json::to_string(&event).map_err(|e| IngestError::Storage(e.to_string()))?;
         let mut items = Vec::new();
         for (id, plugin) in &registry.plugins {
             if !plugin.subscribes(event.kind.name()) {
                 continue;
             }
-            let enabled = self.effective(&registry, &event.tenant, id).map(|(e, _)| e).unwrap_or(false);
+            let enabled = self
+                .effective(&registry, &event.tenant, id)
+                .map(|(e, _)| e)
+                .unwrap_or(false);
             if enabled {
                 items.push(NewDelivery {
                     tenant: event.tenant.clone(),
@@ -75,10 +82,15 @@ impl Host {
             }
         }
         if !items.is_empty() {
-            self.storage().enqueue(&items, now_ms()).map_err(|e| IngestError::Storage(e.to_string()))?;
+            self.storage()
+                .enqueue(&items, now_ms())
+                .map_err(|e| IngestError::Storage(e.to_string()))?;
             self.inner.wake.notify_one();
         }
-        Ok(IngestReceipt { event_id, queued_for: items.into_iter().map(|d| d.plugin).collect() })
+        Ok(IngestReceipt {
+            event_id,
+            queued_for: items.into_iter().map(|d| d.plugin).collect(),
+        })
     }
 
     /// Wait until no delivery is pending or `timeout` passes. True if idle.
@@ -116,7 +128,9 @@ pub(super) async fn run(host: Host) {
             if !lock(&in_flight).insert(d.id) {
                 continue;
             }
-            let Ok(permit) = workers.clone().acquire_owned().await else { return };
+            let Ok(permit) = workers.clone().acquire_owned().await else {
+                return;
+            };
             started += 1;
             let (host, in_flight) = (host.clone(), in_flight.clone());
             tokio::spawn(async move {
@@ -160,7 +174,10 @@ async fn deliver(host: &Host, d: Delivery) {
         Err(e) => return fail(&format!("stored event is unreadable: {e}")),
     };
     let registry = host.registry();
-    let (Some(tenant), Some(plugin)) = (registry.tenants.get(&d.tenant), registry.plugins.get(&d.plugin)) else {
+    let (Some(tenant), Some(plugin)) = (
+        registry.tenants.get(&d.tenant),
+        registry.plugins.get(&d.plugin),
+    ) else {
         return fail("the tenant or plugin is no longer configured");
     };
     let (enabled, config) = match host.effective(&registry, &d.tenant, &d.plugin) {
@@ -183,7 +200,11 @@ async fn deliver(host: &Host, d: Delivery) {
     let (scope, mut ctx) = host.scope(tenant, plugin, config);
     ctx.attempt = d.attempts;
     let event_id = event.event_id.clone().unwrap_or_default();
-    let report = host.inner.runtime.invoke(component, scope, ctx, Call::Event(event.to_wit(&event_id))).await;
+    let report = host
+        .inner
+        .runtime
+        .invoke(component, scope, ctx, Call::Event(event.to_wit(&event_id)))
+        .await;
     let now = now_ms();
     let horizon = host
         .registry()
@@ -194,19 +215,39 @@ async fn deliver(host: &Host, d: Delivery) {
     let expired = now - d.created_at >= horizon;
     let result = match report.outcome {
         Ok(_) => storage.complete(d.id),
-        Err(InvocationError::Plugin { kind: ErrorKind::Permanent | ErrorKind::Config, message, .. }) => {
-            storage.dead_letter(d.id, &message)
-        }
-        Err(InvocationError::Plugin { kind: ErrorKind::RateLimited, message, retry_after_ms }) => {
+        Err(InvocationError::Plugin {
+            kind: ErrorKind::Permanent | ErrorKind::Config,
+            message,
+            ..
+        }) => storage.dead_letter(d.id, &message),
+        Err(InvocationError::Plugin {
+            kind: ErrorKind::RateLimited,
+            message,
+            retry_after_ms,
+        }) => {
             let until = now + retry_after_ms.map_or(60_000, i64::from);
             let _ = storage.pause(&d.tenant, &d.plugin, until);
-            if expired { storage.dead_letter(d.id, &message) } else { storage.reschedule(d.id, until, &message) }
+            if expired {
+                storage.dead_letter(d.id, &message)
+            } else {
+                storage.reschedule(d.id, until, &message)
+            }
         }
-        Err(InvocationError::Plugin { kind: ErrorKind::Transient, message, retry_after_ms }) => {
+        Err(InvocationError::Plugin {
+            kind: ErrorKind::Transient,
+            message,
+            retry_after_ms,
+        }) => {
             let next = now + retry_after_ms.map_or_else(|| backoff_ms(d.attempts), i64::from);
-            if expired { storage.dead_letter(d.id, &message) } else { storage.reschedule(d.id, next, &message) }
+            if expired {
+                storage.dead_letter(d.id, &message)
+            } else {
+                storage.reschedule(d.id, next, &message)
+            }
         }
-        Err(InvocationError::NotExported(what)) => storage.dead_letter(d.id, &format!("the plugin does not export {what}")),
+        Err(InvocationError::NotExported(what)) => {
+            storage.dead_letter(d.id, &format!("the plugin does not export {what}"))
+        }
         Err(e) => {
             let msg = e.to_string();
             if expired || d.attempts + 1 >= MAX_HOST_SIDE_ATTEMPTS {
@@ -218,6 +259,46 @@ async fn deliver(host: &Host, d: Delivery) {
     };
     if let Err(e) = result {
         tracing::error!("cannot record the outcome of delivery {}: {e}", d.id);
+    }
+}
+
+impl Host {
+    /// Run one event through one of a tenant's plugins now, bypassing the queue, and return
+    /// the invocation's report (for operator tools, `replay` and tests). The plugin must be
+    /// loaded; whether it is enabled for the tenant is not checked.
+    pub async fn invoke_event_now(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        event: CallEvent,
+    ) -> Result<crate::runtime::InvocationReport, super::AdminError> {
+        use super::AdminError;
+        event
+            .validate()
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let registry = self.registry();
+        let t = registry
+            .tenants
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
+        let p = registry
+            .plugins
+            .get(plugin)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownPlugin(plugin.into()))?;
+        let component = p.component.clone().map_err(AdminError::NotLoaded)?;
+        let (_, config) = self.effective(&registry, tenant, plugin)?;
+        let (scope, ctx) = self.scope(&t, &p, config);
+        let event_id = event
+            .event_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        Ok(self
+            .inner
+            .runtime
+            .invoke(&component, scope, ctx, Call::Event(event.to_wit(&event_id)))
+            .await)
     }
 }
 
@@ -234,23 +315,5 @@ mod tests {
             assert!((6000..=10000).contains(&b3), "{b3}");
             assert!(backoff_ms(30) <= 375_000);
         }
-    }
-}
-
-impl Host {
-    /// Run one event through one of a tenant's plugins now, bypassing the queue, and return
-    /// the invocation's report (for operator tools, `replay` and tests). The plugin must be
-    /// loaded; whether it is enabled for the tenant is not checked.
-    pub async fn invoke_event_now(&self, tenant: &str, plugin: &str, event: CallEvent) -> Result<crate::runtime::InvocationReport, super::AdminError> {
-        use super::AdminError;
-        event.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
-        let registry = self.registry();
-        let t = registry.tenants.get(tenant).cloned().ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
-        let p = registry.plugins.get(plugin).cloned().ok_or_else(|| AdminError::UnknownPlugin(plugin.into()))?;
-        let component = p.component.clone().map_err(AdminError::NotLoaded)?;
-        let (_, config) = self.effective(&registry, tenant, plugin)?;
-        let (scope, ctx) = self.scope(&t, &p, config);
-        let event_id = event.event_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        Ok(self.inner.runtime.invoke(&component, scope, ctx, Call::Event(event.to_wit(&event_id))).await)
     }
 }

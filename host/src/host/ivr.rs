@@ -24,16 +24,27 @@ impl Host {
             .tenants
             .get(&req.tenant)
             .cloned()
-            .ok_or_else(|| InvalidEvent { field: "tenant".into(), message: format!("unknown tenant '{}'", req.tenant) })?;
+            .ok_or_else(|| InvalidEvent {
+                field: "tenant".into(),
+                message: format!("unknown tenant '{}'", req.tenant),
+            })?;
         let fallback = |reason: String| {
             let f = tenant.fallback();
-            IvrDecision { speech: f.speech.clone(), route: f.route.clone(), variables: Vec::new(), source: "fallback".into(), reason: Some(reason) }
+            IvrDecision {
+                speech: f.speech.clone(),
+                route: f.route.clone(),
+                variables: Vec::new(),
+                source: "fallback".into(),
+                reason: Some(reason),
+            }
         };
         // The plugin asked for, or the first enabled one that answers IVR look-ups.
         let chosen = registry.plugins.values().find(|p| {
             req.plugin.as_ref().is_none_or(|want| want == &p.id)
                 && p.component.as_ref().is_ok_and(|c| c.exports.ivr.is_some())
-                && self.effective(&registry, &tenant.id, &p.id).is_ok_and(|(enabled, _)| enabled)
+                && self
+                    .effective(&registry, &tenant.id, &p.id)
+                    .is_ok_and(|(enabled, _)| enabled)
         });
         let Some(plugin) = chosen.cloned() else {
             return Ok(fallback("no enabled IVR plugin for this tenant".into()));
@@ -44,7 +55,9 @@ impl Host {
         let Ok((_, config)) = self.effective(&registry, &tenant.id, &plugin.id) else {
             return Ok(fallback("the IVR plugin is not configured".into()));
         };
-        let budget = deadline.saturating_sub(started.elapsed()).saturating_sub(ANSWER_MARGIN);
+        let budget = deadline
+            .saturating_sub(started.elapsed())
+            .saturating_sub(ANSWER_MARGIN);
         let (mut scope, ctx) = self.scope(&tenant, &plugin, config);
         let mut limits: Limits = (*scope.limits).clone();
         limits.wall = limits.wall.min(budget.max(Duration::from_millis(1)));
@@ -54,16 +67,30 @@ impl Host {
         let host = self.clone();
         // Run the invocation in its own task: if it overruns, the PBX is answered at the
         // deadline anyway and the task finishes (and writes its log) on its own.
-        let task = tokio::spawn(async move { host.inner.runtime.invoke(&component, scope, ctx, Call::Ivr(request)).await });
+        let task = tokio::spawn(async move {
+            host.inner
+                .runtime
+                .invoke(&component, scope, ctx, Call::Ivr(request))
+                .await
+        });
         let remaining = deadline.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, task).await {
             Ok(Ok(report)) => match report.outcome {
-                Ok(CallOutput::Ivr(d)) => Ok(IvrDecision { speech: d.speech, route: d.route, variables: d.variables, source: "plugin".into(), reason: None }),
+                Ok(CallOutput::Ivr(d)) => Ok(IvrDecision {
+                    speech: d.speech,
+                    route: d.route,
+                    variables: d.variables,
+                    source: "plugin".into(),
+                    reason: None,
+                }),
                 Ok(_) => Ok(fallback("the plugin gave no decision".into())),
                 Err(e) => Ok(fallback(e.to_string())),
             },
             Ok(Err(join)) => Ok(fallback(format!("the invocation failed: {join}"))),
-            Err(_) => Ok(fallback(format!("no decision within the deadline of {} ms", req.deadline_ms))),
+            Err(_) => Ok(fallback(format!(
+                "no decision within the deadline of {} ms",
+                req.deadline_ms
+            ))),
         }
     }
 }

@@ -93,7 +93,9 @@ mod tokio_util_shutdown {
     }
     impl Shutdown {
         pub fn new() -> Self {
-            Shutdown { tx: watch::channel(false).0 }
+            Shutdown {
+                tx: watch::channel(false).0,
+            }
         }
         pub fn trigger(&self) {
             self.tx.send_replace(true);
@@ -113,7 +115,11 @@ mod tokio_util_shutdown {
 }
 
 fn private_networks(file: &PluginsFile) -> Vec<ipnet::IpNet> {
-    file.host.allow_private_networks.iter().filter_map(|n| n.get_ref().parse().ok()).collect()
+    file.host
+        .allow_private_networks
+        .iter()
+        .filter_map(|n| n.get_ref().parse().ok())
+        .collect()
 }
 
 impl Host {
@@ -121,23 +127,46 @@ impl Host {
     /// fail) and start the background workers (delivery, schedules, reload).
     pub async fn start(opts: HostOptions) -> Result<Host, StartError> {
         let file = config::load_file(&opts.config_path).map_err(StartError::Config)?;
-        let other = |what: &str, e: &dyn std::fmt::Display| StartError::Other(format!("{what}: {e}"));
-        std::fs::create_dir_all(&opts.data_dir).map_err(|e| other(&format!("cannot create {}", opts.data_dir.display()), &e))?;
-        let storage = SqliteStorage::open(&opts.data_dir.join("host.sqlite3")).map_err(|e| other("storage", &e))?;
-        let secrets = SecretStore::open(&opts.data_dir.join("secrets")).map_err(|e| other("secret store", &e))?;
-        let http = HttpClient::new(NetPolicy { allowed_internal: private_networks(&file) }).map_err(|e| other("http client", &e))?;
-        let services = Arc::new(Services { storage: Arc::new(storage), secrets, http });
+        let other =
+            |what: &str, e: &dyn std::fmt::Display| StartError::Other(format!("{what}: {e}"));
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(|e| other(&format!("cannot create {}", opts.data_dir.display()), &e))?;
+        let storage = SqliteStorage::open(&opts.data_dir.join("host.sqlite3"))
+            .map_err(|e| other("storage", &e))?;
+        let secrets = SecretStore::open(&opts.data_dir.join("secrets"))
+            .map_err(|e| other("secret store", &e))?;
+        let http = HttpClient::new(NetPolicy {
+            allowed_internal: private_networks(&file),
+        })
+        .map_err(|e| other("http client", &e))?;
+        let services = Arc::new(Services {
+            storage: Arc::new(storage),
+            secrets,
+            http,
+        });
         if let Some(path) = &opts.secrets_file {
-            load_secrets_file(&services.secrets, path).map_err(|e| StartError::Other(e.to_string()))?;
+            load_secrets_file(&services.secrets, path)
+                .map_err(|e| StartError::Other(e.to_string()))?;
         }
         let mut engine_opts = opts.engine.clone();
         if let Some(n) = file.host.max_concurrent_instances {
             engine_opts.max_instances = n;
         }
-        let runtime = Runtime::new(&engine_opts, Some(opts.data_dir.join("compiled"))).map_err(|e| other("engine", &e))?;
-        let base_dir = opts.config_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-        let stamp = std::fs::metadata(&opts.config_path).and_then(|m| m.modified()).ok();
+        let runtime = Runtime::new(&engine_opts, Some(opts.data_dir.join("compiled")))
+            .map_err(|e| other("engine", &e))?;
+        let base_dir = opts
+            .config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        let stamp = std::fs::metadata(&opts.config_path)
+            .and_then(|m| m.modified())
+            .ok();
         let registry = Registry::build(&runtime, file, &base_dir, None);
         let inner = Arc::new(Inner {
             runtime,
@@ -161,7 +190,11 @@ impl Host {
 
     /// The registry in force now.
     pub fn registry(&self) -> Arc<Registry> {
-        self.inner.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -184,9 +217,18 @@ impl Host {
         let old = self.registry();
         let new = Registry::build(&self.inner.runtime, file, &self.inner.base_dir, Some(&old));
         let statuses = new.statuses();
-        *self.inner.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        *self.inner.config_stamp.write().unwrap_or_else(|p| p.into_inner()) =
-            std::fs::metadata(&self.inner.opts.config_path).and_then(|m| m.modified()).ok();
+        *self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        *self
+            .inner
+            .config_stamp
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = std::fs::metadata(&self.inner.opts.config_path)
+            .and_then(|m| m.modified())
+            .ok();
         self.inner.wake.notify_one();
         Ok(statuses)
     }
@@ -199,8 +241,16 @@ impl Host {
 
     /// The settings in force for a tenant's plugin: plugins.toml overlaid with what the
     /// tenant admin changed through the admin API.
-    pub(crate) fn effective(&self, registry: &Registry, tenant: &str, plugin: &str) -> Result<(bool, serde_json::Value), AdminError> {
-        let t = registry.tenants.get(tenant).ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
+    pub(crate) fn effective(
+        &self,
+        registry: &Registry,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<(bool, serde_json::Value), AdminError> {
+        let t = registry
+            .tenants
+            .get(tenant)
+            .ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
         if !registry.plugins.contains_key(plugin) {
             return Err(AdminError::UnknownPlugin(plugin.into()));
         }
@@ -210,7 +260,11 @@ impl Host {
             .and_then(|p| p.config.as_ref())
             .and_then(|c| serde_json::to_value(c.get_ref()).ok())
             .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(o) = self.storage().override_get(tenant, plugin).map_err(|e| AdminError::Storage(e.to_string()))? {
+        if let Some(o) = self
+            .storage()
+            .override_get(tenant, plugin)
+            .map_err(|e| AdminError::Storage(e.to_string()))?
+        {
             if let Some(e) = o.enabled {
                 enabled = e;
             }
@@ -222,7 +276,12 @@ impl Host {
     }
 
     /// Everything an invocation needs about who it runs for.
-    pub(crate) fn scope(&self, tenant: &TenantEntry, plugin: &PluginEntry, config: serde_json::Value) -> (InvocationScope, types::Context) {
+    pub(crate) fn scope(
+        &self,
+        tenant: &TenantEntry,
+        plugin: &PluginEntry,
+        config: serde_json::Value,
+    ) -> (InvocationScope, types::Context) {
         let seq = self.inner.invocation_seq.fetch_add(1, Ordering::Relaxed);
         let invocation_id: Arc<str> = format!("{}-{seq}", uuid::Uuid::new_v4().simple()).into();
         let ctx = types::Context {
@@ -248,24 +307,37 @@ impl Host {
 
 /// Load `[tenant.plugin] name = "value"` secrets into the store.
 fn load_secrets_file(store: &SecretStore, path: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read secrets file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read secrets file {}: {e}", path.display()))?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("secrets file {}: {}", path.display(), e.message()))?;
     for (tenant, plugins) in &table {
         let Some(plugins) = plugins.as_table() else {
-            anyhow::bail!("secrets file {}: [{tenant}] must be a table of plugins", path.display());
+            anyhow::bail!(
+                "secrets file {}: [{tenant}] must be a table of plugins",
+                path.display()
+            );
         };
         for (plugin, secrets) in plugins {
             let Some(secrets) = secrets.as_table() else {
-                anyhow::bail!("secrets file {}: [{tenant}.{plugin}] must be a table of secrets", path.display());
+                anyhow::bail!(
+                    "secrets file {}: [{tenant}.{plugin}] must be a table of secrets",
+                    path.display()
+                );
             };
             for (name, value) in secrets {
                 let Some(value) = value.as_str() else {
-                    anyhow::bail!("secrets file {}: {tenant}.{plugin}.{name} must be a string", path.display());
+                    anyhow::bail!(
+                        "secrets file {}: {tenant}.{plugin}.{name} must be a string",
+                        path.display()
+                    );
                 };
-                store
-                    .set(tenant, plugin, name, value)
-                    .map_err(|e| anyhow::anyhow!("secrets file {}: {tenant}.{plugin}.{name}: {e}", path.display()))?;
+                store.set(tenant, plugin, name, value).map_err(|e| {
+                    anyhow::anyhow!(
+                        "secrets file {}: {tenant}.{plugin}.{name}: {e}",
+                        path.display()
+                    )
+                })?;
             }
         }
     }
@@ -280,7 +352,12 @@ async fn reload_loop(host: Host, every: Duration) {
         }
         let path = &host.inner.opts.config_path;
         let stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let config_changed = stamp != *host.inner.config_stamp.read().unwrap_or_else(|p| p.into_inner());
+        let config_changed = stamp
+            != *host
+                .inner
+                .config_stamp
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
         if !config_changed && !host.registry().components_changed() {
             continue;
         }
@@ -289,7 +366,11 @@ async fn reload_loop(host: Host, every: Duration) {
             Err(errors) => {
                 // Keep the running configuration; remember the stamp so the same broken file
                 // is reported once.
-                *host.inner.config_stamp.write().unwrap_or_else(|p| p.into_inner()) = stamp;
+                *host
+                    .inner
+                    .config_stamp
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = stamp;
                 for e in errors {
                     tracing::error!("reload refused, keeping the running configuration: {e}");
                 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::capabilities::PluginGrants;
 use crate::config::{IvrFallback, PluginDecl, PluginsFile, TenantDecl};
-use crate::runtime::{LoadSource, LoadedComponent, Limits, Runtime};
+use crate::runtime::{Limits, LoadSource, LoadedComponent, Runtime};
 
 /// A declared plugin.
 pub struct PluginEntry {
@@ -74,7 +74,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 impl Registry {
     /// Build from a validated file. Components whose file is unchanged since `previous` are
     /// reused; others are loaded. A component that fails is recorded, not fatal.
-    pub fn build(runtime: &Runtime, file: PluginsFile, base_dir: &Path, previous: Option<&Registry>) -> Registry {
+    pub fn build(
+        runtime: &Runtime,
+        file: PluginsFile,
+        base_dir: &Path,
+        previous: Option<&Registry>,
+    ) -> Registry {
         let mut plugins = BTreeMap::new();
         for (id, decl) in &file.plugins {
             let decl = decl.get_ref().clone();
@@ -82,14 +87,21 @@ impl Registry {
             let now_stamp = stamp(&path);
             let reused = previous
                 .and_then(|p| p.plugins.get(id))
-                .filter(|old| old.path == path && old.stamp.is_some() && old.stamp == now_stamp && old.component.is_ok())
+                .filter(|old| {
+                    old.path == path
+                        && old.stamp.is_some()
+                        && old.stamp == now_stamp
+                        && old.component.is_ok()
+                })
                 .and_then(|old| old.component.clone().ok());
             let component = match reused {
                 Some(c) => Ok(c),
                 None => runtime.load(&path).map_err(|e| e.to_string()),
             };
             match &component {
-                Ok(c) => tracing::info!(plugin = %id, source = ?c.source, exports = ?c.exports.names(), "plugin loaded"),
+                Ok(c) => {
+                    tracing::info!(plugin = %id, source = ?c.source, exports = ?c.exports.names(), "plugin loaded")
+                }
                 Err(e) => tracing::error!(plugin = %id, "plugin skipped: {e}"),
             }
             // Validation already proved the limits are well-formed.
@@ -109,9 +121,21 @@ impl Registry {
         let tenants = file
             .tenants
             .iter()
-            .map(|(id, t)| (id.clone(), Arc::new(TenantEntry { id: id.clone(), decl: t.get_ref().clone() })))
+            .map(|(id, t)| {
+                (
+                    id.clone(),
+                    Arc::new(TenantEntry {
+                        id: id.clone(),
+                        decl: t.get_ref().clone(),
+                    }),
+                )
+            })
             .collect();
-        Registry { file, plugins, tenants }
+        Registry {
+            file,
+            plugins,
+            tenants,
+        }
     }
 
     /// True if a component file changed on disk since it was loaded.
@@ -130,9 +154,18 @@ impl Registry {
                 loaded: p.component.is_ok(),
                 error: p.component.as_ref().err().cloned(),
                 source: p.component.as_ref().ok().map(|c| c.source),
-                exports: p.component.as_ref().map(|c| c.exports.names()).unwrap_or_default(),
+                exports: p
+                    .component
+                    .as_ref()
+                    .map(|c| c.exports.names())
+                    .unwrap_or_default(),
                 events: p.events.iter().cloned().collect(),
-                schedules: p.decl.schedules.iter().map(|(k, v)| (k.clone(), *v.get_ref())).collect(),
+                schedules: p
+                    .decl
+                    .schedules
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v.get_ref()))
+                    .collect(),
             })
             .collect()
     }

@@ -11,19 +11,45 @@ use crate::runtime::{Call, InvocationReport};
 
 impl Host {
     /// Run one schedule of a tenant's plugin now and record the run.
-    pub async fn run_schedule(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<InvocationReport, super::AdminError> {
+    pub async fn run_schedule(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        schedule: &str,
+    ) -> Result<InvocationReport, super::AdminError> {
         use super::AdminError;
         let registry = self.registry();
-        let t = registry.tenants.get(tenant).cloned().ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
-        let p = registry.plugins.get(plugin).cloned().ok_or_else(|| AdminError::UnknownPlugin(plugin.into()))?;
+        let t = registry
+            .tenants
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownTenant(tenant.into()))?;
+        let p = registry
+            .plugins
+            .get(plugin)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownPlugin(plugin.into()))?;
         if !p.decl.schedules.contains_key(schedule) {
-            return Err(AdminError::Invalid(format!("plugin '{plugin}' declares no schedule '{schedule}'")));
+            return Err(AdminError::Invalid(format!(
+                "plugin '{plugin}' declares no schedule '{schedule}'"
+            )));
         }
         let component = p.component.clone().map_err(AdminError::NotLoaded)?;
         let (_, config) = self.effective(&registry, tenant, plugin)?;
-        let _ = self.storage().schedule_mark_run(tenant, plugin, schedule, now_ms());
+        let _ = self
+            .storage()
+            .schedule_mark_run(tenant, plugin, schedule, now_ms());
         let (scope, ctx) = self.scope(&t, &p, config);
-        Ok(self.inner.runtime.invoke(&component, scope, ctx, Call::Scheduled(schedule.to_string())).await)
+        Ok(self
+            .inner
+            .runtime
+            .invoke(
+                &component,
+                scope,
+                ctx,
+                Call::Scheduled(schedule.to_string()),
+            )
+            .await)
     }
 }
 
@@ -38,10 +64,17 @@ pub(super) async fn run(host: Host) {
         let now = now_ms();
         for tenant in registry.tenants.values() {
             for plugin in registry.plugins.values() {
-                if plugin.decl.schedules.is_empty() || !plugin.component.as_ref().is_ok_and(|c| c.exports.scheduled.is_some()) {
+                if plugin.decl.schedules.is_empty()
+                    || !plugin
+                        .component
+                        .as_ref()
+                        .is_ok_and(|c| c.exports.scheduled.is_some())
+                {
                     continue;
                 }
-                let Ok((true, _)) = host.effective(&registry, &tenant.id, &plugin.id) else { continue };
+                let Ok((true, _)) = host.effective(&registry, &tenant.id, &plugin.id) else {
+                    continue;
+                };
                 for (name, default_every) in &plugin.decl.schedules {
                     let every = tenant
                         .decl
@@ -49,12 +82,20 @@ pub(super) async fn run(host: Host) {
                         .get(&plugin.id)
                         .and_then(|tp| tp.get_ref().schedules.get(name).copied())
                         .unwrap_or(*default_every.get_ref());
-                    let last = host.storage().schedule_last_run(&tenant.id, &plugin.id, name).ok().flatten();
+                    let last = host
+                        .storage()
+                        .schedule_last_run(&tenant.id, &plugin.id, name)
+                        .ok()
+                        .flatten();
                     if last.is_some_and(|l| now - l < (every as i64).saturating_mul(1000)) {
                         continue;
                     }
                     let key = (tenant.id.clone(), plugin.id.clone(), name.clone());
-                    if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+                    if !running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone())
+                    {
                         continue;
                     }
                     let (host, running) = (host.clone(), running.clone());
@@ -62,7 +103,10 @@ pub(super) async fn run(host: Host) {
                         if let Err(e) = host.run_schedule(&key.0, &key.1, &key.2).await {
                             tracing::warn!("schedule {}/{}/{}: {e}", key.0, key.1, key.2);
                         }
-                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                        running
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
                     });
                 }
             }

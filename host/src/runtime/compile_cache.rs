@@ -42,7 +42,9 @@ impl CompileCache {
     /// The cache key of `wasm` for `engine`.
     pub fn key(engine: &Engine, wasm_digest: &[u8; 32]) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let mut h = Sha256::new();
         h.update(b"wasmtime-48.0.8\0");
         h.update(engine_hash.finish().to_le_bytes());
@@ -51,7 +53,11 @@ impl CompileCache {
     }
 
     /// Load `wasm` as a component: from the cache when possible, else compile and store.
-    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, LoadSource, [u8; 32])> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, LoadSource, [u8; 32])> {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let Some(dir) = &self.dir else {
             let c = Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -62,7 +68,9 @@ impl CompileCache {
         if let Some(component) = self.try_read(engine, &path, &key) {
             return Ok((component, LoadSource::Cache, digest));
         }
-        let artifact = engine.precompile_component(wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let artifact = engine
+            .precompile_component(wasm)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         if let Err(e) = write_atomically(&path, &key, &artifact) {
             tracing::warn!("cannot write the compile cache {}: {e}", path.display());
         }
@@ -79,7 +87,10 @@ impl CompileCache {
             || &bytes[..MAGIC.len()] != MAGIC
             || &bytes[MAGIC.len()..header_len] != key.as_bytes()
         {
-            tracing::warn!("ignoring a foreign or damaged cache file {}", path.display());
+            tracing::warn!(
+                "ignoring a foreign or damaged cache file {}",
+                path.display()
+            );
             return None;
         }
         // SAFETY: the file is in the host's own cache directory, carries the header this
@@ -88,7 +99,10 @@ impl CompileCache {
         match unsafe { Component::deserialize(engine, &bytes[header_len..]) } {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!("recompiling: cache file {} is unusable: {e}", path.display());
+                tracing::warn!(
+                    "recompiling: cache file {} is unusable: {e}",
+                    path.display()
+                );
                 None
             }
         }

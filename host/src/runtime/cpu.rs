@@ -16,7 +16,10 @@ use std::time::Duration;
 /// Thread CPU time in nanoseconds (falls back to 0 where the clock is missing, which turns the
 /// limit off rather than killing every plugin).
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_THREAD_CPUTIME_ID is
     // supported on Linux and the BSDs.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -39,7 +42,11 @@ impl CpuMeter {
     /// CPU used so far, including the poll in progress.
     pub fn used(&self) -> Duration {
         let start = self.poll_start_ns.load(Ordering::Relaxed);
-        let current = if start == 0 { 0 } else { thread_cpu_ns().saturating_sub(start) };
+        let current = if start == 0 {
+            0
+        } else {
+            thread_cpu_ns().saturating_sub(start)
+        };
         Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + current)
     }
 }
@@ -52,7 +59,10 @@ pub struct Metered<F> {
 
 impl<F> Metered<F> {
     pub fn new(inner: F, meter: Arc<CpuMeter>) -> Self {
-        Metered { inner: Box::pin(inner), meter }
+        Metered {
+            inner: Box::pin(inner),
+            meter,
+        }
     }
 }
 

@@ -32,7 +32,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { max_instances: 128, on_demand: false, memories_per_instance: 2 }
+        EngineOptions {
+            max_instances: 128,
+            on_demand: false,
+            memories_per_instance: 2,
+        }
     }
 }
 
@@ -81,13 +85,15 @@ pub fn build_engine(opts: &EngineOptions) -> anyhow::Result<(Engine, AllocatorKi
 /// reference, so it does not keep the engine alive).
 pub fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
     if let Err(e) = spawned {
         // Without the ticker no CPU limit could fire: refuse to run plugins at all.
         panic!("cannot start the epoch ticker thread: {e}");

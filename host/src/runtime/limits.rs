@@ -66,7 +66,10 @@ impl Limits {
         if let Some(v) = d.memory_mib {
             let bytes = positive("memory_mib", v)?.saturating_mul(1 << 20);
             if bytes > MAX_MEMORY_BYTES {
-                return Err(("memory_mib", format!("at most {} MiB", MAX_MEMORY_BYTES >> 20)));
+                return Err((
+                    "memory_mib",
+                    format!("at most {} MiB", MAX_MEMORY_BYTES >> 20),
+                ));
             }
             l.memory_bytes = bytes;
         }

@@ -14,5 +14,6 @@ pub use engine::{AllocatorKind, EngineOptions};
 pub use invocation::{Invocation, InvocationScope, Meter};
 pub use limits::Limits;
 pub use plugin::{
-    Call, CallOutput, Exports, InvocationError, InvocationReport, LoadError, LoadedComponent, Runtime,
+    Call, CallOutput, Exports, InvocationError, InvocationReport, LoadError, LoadedComponent,
+    Runtime,
 };

@@ -8,7 +8,9 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use super::bindings::{self, Host_ as HostWorld, event_handler, ivr_handler, scheduled, settings_check, types};
+use super::bindings::{
+    self, Host_ as HostWorld, event_handler, ivr_handler, scheduled, settings_check, types,
+};
 use super::compile_cache::{CompileCache, LoadSource};
 use super::cpu::{CpuMeter, Metered};
 use super::engine::{AllocatorKind, EngineOptions, build_engine, start_epoch_ticker};
@@ -30,14 +32,19 @@ pub struct Runtime {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read component {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a WebAssembly component: {reason}")]
     NotAComponent { path: String, reason: String },
     #[error("{path} was built against {found}; this host serves {package}@{version} (and compatible 0.1.x versions)", package = bindings::WIT_PACKAGE, version = bindings::WIT_VERSION)]
     WitVersion { path: String, found: String },
     #[error("{path} cannot be linked: {reason}")]
     Link { path: String, reason: String },
-    #[error("{path} exports none of the handler interfaces (event-handler, ivr-handler, scheduled, settings-check)")]
+    #[error(
+        "{path} exports none of the handler interfaces (event-handler, ivr-handler, scheduled, settings-check)"
+    )]
     NoExports { path: String },
 }
 
@@ -111,7 +118,11 @@ pub enum CallOutput {
 pub enum InvocationError {
     /// The plugin ran and reported a failure.
     #[error("plugin reported {kind:?}: {message}")]
-    Plugin { kind: types::ErrorKind, message: String, retry_after_ms: Option<u32> },
+    Plugin {
+        kind: types::ErrorKind,
+        message: String,
+        retry_after_ms: Option<u32>,
+    },
     #[error("CPU limit of {} ms exceeded", .limit.as_millis())]
     CpuLimit { limit: Duration },
     #[error("memory limit of {} MiB exceeded (the plugin asked for {} MiB)", limit >> 20, asked >> 20)]
@@ -161,13 +172,17 @@ struct CpuLimitExceeded;
 
 impl Runtime {
     /// Build the engine and linker. `cache_dir` holds precompiled components.
-    pub fn new(opts: &EngineOptions, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        opts: &EngineOptions,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         let (engine, allocator) = build_engine(opts)?;
         start_epoch_ticker(&engine);
         let mut linker: Linker<Invocation> = Linker::new(&engine);
         // WASI is linked with a context that grants nothing (no env, args, files or sockets):
         // a std guest imports it whether it uses it or not.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         HostWorld::add_to_linker::<Invocation, HasSelf<Invocation>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         Ok(Runtime {
@@ -190,22 +205,41 @@ impl Runtime {
     /// Load, compile (or fetch from the cache) and link a component file.
     pub fn load(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
         let shown = path.display().to_string();
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-            return Err(LoadError::NotAComponent { path: shown, reason: "no WebAssembly header (truncated or not a .wasm file)".into() });
+            return Err(LoadError::NotAComponent {
+                path: shown,
+                reason: "no WebAssembly header (truncated or not a .wasm file)".into(),
+            });
         }
         if wasm[4..8] != [0x0d, 0x00, 0x01, 0x00] {
             return Err(LoadError::NotAComponent {
                 path: shown,
-                reason: "this is a core module; build the plugin for wasm32-wasip2 to get a component".into(),
+                reason:
+                    "this is a core module; build the plugin for wasm32-wasip2 to get a component"
+                        .into(),
             });
         }
         let (component, source, digest) =
-            self.cache.load(&self.engine, &wasm).map_err(|e| LoadError::NotAComponent { path: shown.clone(), reason: format!("{e}") })?;
+            self.cache
+                .load(&self.engine, &wasm)
+                .map_err(|e| LoadError::NotAComponent {
+                    path: shown.clone(),
+                    reason: format!("{e}"),
+                })?;
         if let Some(found) = foreign_wit_version(&self.engine, &component) {
             return Err(LoadError::WitVersion { path: shown, found });
         }
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link { path: shown.clone(), reason: format!("{e:#}") })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let exports = Exports {
             event: event_handler::GuestIndices::new(&pre).ok(),
             ivr: ivr_handler::GuestIndices::new(&pre).ok(),
@@ -215,12 +249,23 @@ impl Runtime {
         if exports.names().is_empty() {
             return Err(LoadError::NoExports { path: shown });
         }
-        Ok(LoadedComponent { pre, exports, source, digest })
+        Ok(LoadedComponent {
+            pre,
+            exports,
+            source,
+            digest,
+        })
     }
 
     /// Run one call in a fresh instance, under the scope's limits. Never panics and never
     /// fails the host: every failure is in the report. Logs and usage are written here.
-    pub async fn invoke(&self, component: &LoadedComponent, scope: InvocationScope, ctx: types::Context, call: Call) -> InvocationReport {
+    pub async fn invoke(
+        &self,
+        component: &LoadedComponent,
+        scope: InvocationScope,
+        ctx: types::Context,
+        call: Call,
+    ) -> InvocationReport {
         let started = Instant::now();
         let limits = scope.limits.clone();
         let invocation_id = scope.invocation_id.to_string();
@@ -243,7 +288,8 @@ impl Runtime {
         });
 
         let run = call_export(&mut store, component, &ctx, call, limits.return_bytes);
-        let outcome = match tokio::time::timeout(limits.wall, Metered::new(run, cpu.clone())).await {
+        let outcome = match tokio::time::timeout(limits.wall, Metered::new(run, cpu.clone())).await
+        {
             Err(_) => Err(InvocationError::WallClock { limit: limits.wall }),
             Ok(Ok(output)) => Ok(output),
             Ok(Err(CallFailure::Known(e))) => Err(e),
@@ -253,10 +299,20 @@ impl Runtime {
         let data = store.data_mut();
         if data.meter.log_lines_dropped > 0 {
             let n = data.meter.log_lines_dropped;
-            data.log_line("warn", format!("{n} more log lines dropped (limit {} per invocation)", limits.log_lines));
+            data.log_line(
+                "warn",
+                format!(
+                    "{n} more log lines dropped (limit {} per invocation)",
+                    limits.log_lines
+                ),
+            );
         }
         if let Err(e) = &outcome {
-            let level = if matches!(e, InvocationError::Plugin { .. }) { "warn" } else { "error" };
+            let level = if matches!(e, InvocationError::Plugin { .. }) {
+                "warn"
+            } else {
+                "error"
+            };
             data.log_line(level, format!("invocation failed: {e}"));
         }
         let logs = std::mem::take(&mut data.logs);
@@ -274,10 +330,19 @@ impl Runtime {
             ("http.bytes_in", meter.http_bytes_in as i64),
             ("denials", i64::from(meter.denials)),
         ];
-        if let Err(e) = services.storage.usage_add(&tenant, &plugin, &day_of(now_ms()), &counters) {
+        if let Err(e) = services
+            .storage
+            .usage_add(&tenant, &plugin, &day_of(now_ms()), &counters)
+        {
             tracing::error!(%tenant, %plugin, "cannot write usage counters: {e}");
         }
-        InvocationReport { outcome, meter, elapsed: started.elapsed(), cpu: cpu_used, invocation_id }
+        InvocationReport {
+            outcome,
+            meter,
+            elapsed: started.elapsed(),
+            cpu: cpu_used,
+            invocation_id,
+        }
     }
 }
 
@@ -294,9 +359,16 @@ impl From<wasmtime::Error> for CallFailure {
 
 fn plugin_error(e: types::PluginError, limit: u64) -> CallFailure {
     if e.message.len() as u64 > limit {
-        return CallFailure::Known(InvocationError::ReturnTooLarge { size: e.message.len() as u64, limit });
+        return CallFailure::Known(InvocationError::ReturnTooLarge {
+            size: e.message.len() as u64,
+            limit,
+        });
     }
-    CallFailure::Known(InvocationError::Plugin { kind: e.kind, message: e.message, retry_after_ms: e.retry_after_ms })
+    CallFailure::Known(InvocationError::Plugin {
+        kind: e.kind,
+        message: e.message,
+        retry_after_ms: e.retry_after_ms,
+    })
 }
 
 async fn call_export(
@@ -332,21 +404,35 @@ async fn call_export(
         })?;
     match call {
         Call::Event(event) => {
-            let g = exports.event.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            let g = exports
+                .event
+                .as_ref()
+                .ok_or_else(not_exported)?
+                .load(&mut *store, &instance)?;
             match g.call_handle_event(&mut *store, ctx, &event).await? {
                 Ok(()) => Ok(CallOutput::Done),
                 Err(e) => Err(plugin_error(e, return_limit)),
             }
         }
         Call::Ivr(req) => {
-            let g = exports.ivr.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            let g = exports
+                .ivr
+                .as_ref()
+                .ok_or_else(not_exported)?
+                .load(&mut *store, &instance)?;
             match g.call_lookup(&mut *store, ctx, &req).await? {
                 Ok(d) => {
                     let size = d.speech.as_ref().map_or(0, String::len)
                         + d.route.as_ref().map_or(0, String::len)
-                        + d.variables.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                        + d.variables
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>();
                     if size as u64 > return_limit {
-                        return Err(CallFailure::Known(InvocationError::ReturnTooLarge { size: size as u64, limit: return_limit }));
+                        return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
+                            size: size as u64,
+                            limit: return_limit,
+                        }));
                     }
                     Ok(CallOutput::Ivr(d))
                 }
@@ -354,18 +440,32 @@ async fn call_export(
             }
         }
         Call::Scheduled(name) => {
-            let g = exports.scheduled.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            let g = exports
+                .scheduled
+                .as_ref()
+                .ok_or_else(not_exported)?
+                .load(&mut *store, &instance)?;
             match g.call_run(&mut *store, ctx, &name).await? {
                 Ok(()) => Ok(CallOutput::Done),
                 Err(e) => Err(plugin_error(e, return_limit)),
             }
         }
         Call::Check => {
-            let g = exports.settings.as_ref().ok_or_else(not_exported)?.load(&mut *store, &instance)?;
+            let g = exports
+                .settings
+                .as_ref()
+                .ok_or_else(not_exported)?
+                .load(&mut *store, &instance)?;
             let items = g.call_check(&mut *store, ctx).await?;
-            let size: usize = items.iter().map(|i| i.name.len() + i.message.len() + i.field.as_ref().map_or(0, String::len)).sum();
+            let size: usize = items
+                .iter()
+                .map(|i| i.name.len() + i.message.len() + i.field.as_ref().map_or(0, String::len))
+                .sum();
             if size as u64 > return_limit {
-                return Err(CallFailure::Known(InvocationError::ReturnTooLarge { size: size as u64, limit: return_limit }));
+                return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
+                    size: size as u64,
+                    limit: return_limit,
+                }));
             }
             Ok(CallOutput::Check(items))
         }
@@ -373,17 +473,30 @@ async fn call_export(
 }
 
 /// Turn a wasmtime error into the reason an operator or plugin author can act on.
-fn classify(e: &wasmtime::Error, store: &Store<Invocation>, limits: &super::Limits) -> InvocationError {
-    if e.downcast_ref::<CpuLimitExceeded>().is_some() || e.chain().any(|c| c.to_string() == "CPU limit exceeded") {
+fn classify(
+    e: &wasmtime::Error,
+    store: &Store<Invocation>,
+    limits: &super::Limits,
+) -> InvocationError {
+    if e.downcast_ref::<CpuLimitExceeded>().is_some()
+        || e.chain().any(|c| c.to_string() == "CPU limit exceeded")
+    {
         return InvocationError::CpuLimit { limit: limits.cpu };
     }
     if let Some(asked) = store.data().limiter.denied_growth {
-        return InvocationError::MemoryLimit { limit: limits.memory_bytes, asked: asked as u64 };
+        return InvocationError::MemoryLimit {
+            limit: limits.memory_bytes,
+            asked: asked as u64,
+        };
     }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         let what = match trap {
-            wasmtime::Trap::StackOverflow => "call stack exhausted (unbounded recursion?)".to_string(),
-            wasmtime::Trap::UnreachableCodeReached => "unreachable executed (a panic or abort in the plugin)".to_string(),
+            wasmtime::Trap::StackOverflow => {
+                "call stack exhausted (unbounded recursion?)".to_string()
+            }
+            wasmtime::Trap::UnreachableCodeReached => {
+                "unreachable executed (a panic or abort in the plugin)".to_string()
+            }
             other => other.to_string(),
         };
         return InvocationError::Trap(what);
@@ -395,8 +508,12 @@ fn classify(e: &wasmtime::Error, store: &Store<Invocation>, limits: &super::Limi
 fn foreign_wit_version(engine: &Engine, component: &Component) -> Option<String> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine).chain(ty.exports(engine)) {
-        let Some(rest) = name.strip_prefix("pbx:plugin/") else { continue };
-        let Some((_, version)) = rest.split_once('@') else { continue };
+        let Some(rest) = name.strip_prefix("pbx:plugin/") else {
+            continue;
+        };
+        let Some((_, version)) = rest.split_once('@') else {
+            continue;
+        };
         if !version.starts_with("0.1.") {
             return Some(format!("pbx:plugin@{version}"));
         }

@@ -143,7 +143,13 @@ pub struct Delivery {
 /// The host's storage backend.
 pub trait Storage: Send + Sync + 'static {
     // --- plugin state, scoped to (tenant, plugin) ---
-    fn state_get(&self, tenant: &str, plugin: &str, key: &str, now_ms: i64) -> Result<Option<String>>;
+    fn state_get(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>>;
     /// Sets a value; fails with `Ok(Err(total))` when the scope would exceed `max_total_bytes`.
     fn state_set(
         &self,
@@ -169,17 +175,34 @@ pub trait Storage: Send + Sync + 'static {
     fn log_append(&self, entries: &[LogEntry]) -> Result<()>;
     /// The newest `limit` lines of a tenant, newest first.
     fn log_read(&self, tenant: &str, limit: u32) -> Result<Vec<LogEntry>>;
-    fn usage_add(&self, tenant: &str, plugin: &str, day: &str, counters: &[(&str, i64)]) -> Result<()>;
+    fn usage_add(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        day: &str,
+        counters: &[(&str, i64)],
+    ) -> Result<()>;
     fn usage_read(&self, tenant: &str) -> Result<Vec<UsageRow>>;
 
     // --- tenant admin settings ---
     fn override_get(&self, tenant: &str, plugin: &str) -> Result<Option<TenantPluginOverride>>;
     fn override_set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<()>;
-    fn override_set_config(&self, tenant: &str, plugin: &str, config: &serde_json::Value) -> Result<()>;
+    fn override_set_config(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Result<()>;
 
     // --- schedules ---
     fn schedule_last_run(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<Option<i64>>;
-    fn schedule_mark_run(&self, tenant: &str, plugin: &str, schedule: &str, at_ms: i64) -> Result<()>;
+    fn schedule_mark_run(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        schedule: &str,
+        at_ms: i64,
+    ) -> Result<()>;
 
     // --- durable delivery queue ---
     /// Commits every delivery or none.
@@ -192,7 +215,12 @@ pub trait Storage: Send + Sync + 'static {
     fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
     /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.
     fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()>;
-    fn deliveries(&self, tenant: &str, status: Option<DeliveryStatus>, limit: u32) -> Result<Vec<Delivery>>;
+    fn deliveries(
+        &self,
+        tenant: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
     /// Put a dead delivery back in the queue. False if there is no such dead delivery of the tenant.
     fn replay(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool>;
     /// Pending deliveries (all tenants).

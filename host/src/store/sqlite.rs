@@ -79,7 +79,9 @@ impl SqliteStorage {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStorage { conn: Mutex::new(conn) })
+        Ok(SqliteStorage {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -111,7 +113,11 @@ fn decode_phones(json: &str) -> Result<Vec<PhoneRow>> {
         serde_json::from_str(json).map_err(|e| StorageError::Corrupt(format!("phones: {e}")))?;
     Ok(raw
         .into_iter()
-        .map(|(label, number, e164)| PhoneRow { label, number, e164 })
+        .map(|(label, number, e164)| PhoneRow {
+            label,
+            number,
+            e164,
+        })
         .collect())
 }
 
@@ -132,11 +138,16 @@ fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-const DELIVERY_COLUMNS: &str =
-    "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error";
+const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error";
 
 impl Storage for SqliteStorage {
-    fn state_get(&self, tenant: &str, plugin: &str, key: &str, now_ms: i64) -> Result<Option<String>> {
+    fn state_get(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -307,7 +318,14 @@ impl Storage for SqliteStorage {
                 "INSERT INTO log (tenant, plugin, invocation, at, level, message) VALUES (?1,?2,?3,?4,?5,?6)",
             )?;
             for e in entries {
-                stmt.execute(params![e.tenant, e.plugin, e.invocation, e.at, e.level, e.message])?;
+                stmt.execute(params![
+                    e.tenant,
+                    e.plugin,
+                    e.invocation,
+                    e.at,
+                    e.level,
+                    e.message
+                ])?;
             }
         }
         tx.commit()?;
@@ -334,7 +352,13 @@ impl Storage for SqliteStorage {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn usage_add(&self, tenant: &str, plugin: &str, day: &str, counters: &[(&str, i64)]) -> Result<()> {
+    fn usage_add(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        day: &str,
+        counters: &[(&str, i64)],
+    ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
@@ -358,7 +382,12 @@ impl Storage for SqliteStorage {
             "SELECT plugin, day, counter, value FROM usage WHERE tenant=?1 ORDER BY day DESC, plugin, counter",
         )?;
         let rows = stmt.query_map(params![tenant], |r| {
-            Ok(UsageRow { plugin: r.get(0)?, day: r.get(1)?, counter: r.get(2)?, value: r.get(3)? })
+            Ok(UsageRow {
+                plugin: r.get(0)?,
+                day: r.get(1)?,
+                counter: r.get(2)?,
+                value: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -396,7 +425,12 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn override_set_config(&self, tenant: &str, plugin: &str, config: &serde_json::Value) -> Result<()> {
+    fn override_set_config(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO tenant_plugin (tenant, plugin, config) VALUES (?1,?2,?3) \
              ON CONFLICT (tenant, plugin) DO UPDATE SET config=excluded.config",
@@ -416,7 +450,13 @@ impl Storage for SqliteStorage {
             .optional()?)
     }
 
-    fn schedule_mark_run(&self, tenant: &str, plugin: &str, schedule: &str, at_ms: i64) -> Result<()> {
+    fn schedule_mark_run(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        schedule: &str,
+        at_ms: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO schedule_runs (tenant, plugin, schedule, last_run) VALUES (?1,?2,?3,?4) \
              ON CONFLICT (tenant, plugin, schedule) DO UPDATE SET last_run=excluded.last_run",
@@ -435,7 +475,9 @@ impl Storage for SqliteStorage {
                  next_at, created_at) VALUES (?1,?2,?3,?4,?5,'pending',0,?6,?6)",
             )?;
             for d in items {
-                stmt.execute(params![d.tenant, d.plugin, d.call_id, d.event_id, d.payload, now_ms])?;
+                stmt.execute(params![
+                    d.tenant, d.plugin, d.call_id, d.event_id, d.payload, now_ms
+                ])?;
                 ids.push(tx.last_insert_rowid());
             }
         }
@@ -457,7 +499,8 @@ impl Storage for SqliteStorage {
 
     fn complete(&self, id: i64) -> Result<()> {
         // Done deliveries are removed: the integration log keeps the record of what happened.
-        self.conn().execute("DELETE FROM deliveries WHERE id=?1", params![id])?;
+        self.conn()
+            .execute("DELETE FROM deliveries WHERE id=?1", params![id])?;
         Ok(())
     }
 
@@ -485,7 +528,12 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn deliveries(&self, tenant: &str, status: Option<DeliveryStatus>, limit: u32) -> Result<Vec<Delivery>> {
+    fn deliveries(
+        &self,
+        tenant: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant=?1 AND (?2 IS NULL OR status=?2) \
@@ -534,42 +582,97 @@ mod tests {
     #[test]
     fn state_is_scoped_and_expires() {
         let s = SqliteStorage::in_memory().unwrap();
-        s.state_set("a", "p", "k", "v", Some(100), 1 << 20).unwrap().unwrap();
-        assert_eq!(s.state_get("a", "p", "k", 50).unwrap().as_deref(), Some("v"));
+        s.state_set("a", "p", "k", "v", Some(100), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.state_get("a", "p", "k", 50).unwrap().as_deref(),
+            Some("v")
+        );
         assert_eq!(s.state_get("a", "p", "k", 100).unwrap(), None, "expired");
-        assert_eq!(s.state_get("b", "p", "k", 50).unwrap(), None, "other tenant");
-        assert_eq!(s.state_get("a", "q", "k", 50).unwrap(), None, "other plugin");
+        assert_eq!(
+            s.state_get("b", "p", "k", 50).unwrap(),
+            None,
+            "other tenant"
+        );
+        assert_eq!(
+            s.state_get("a", "q", "k", 50).unwrap(),
+            None,
+            "other plugin"
+        );
     }
 
     #[test]
     fn state_total_size_is_capped() {
         let s = SqliteStorage::in_memory().unwrap();
-        s.state_set("a", "p", "k1", &"x".repeat(60), None, 100).unwrap().unwrap();
-        assert_eq!(s.state_set("a", "p", "k2", &"x".repeat(60), None, 100).unwrap(), Err(100));
+        s.state_set("a", "p", "k1", &"x".repeat(60), None, 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.state_set("a", "p", "k2", &"x".repeat(60), None, 100)
+                .unwrap(),
+            Err(100)
+        );
         // replacing a key counts only its new size
-        s.state_set("a", "p", "k1", &"y".repeat(90), None, 100).unwrap().unwrap();
+        s.state_set("a", "p", "k1", &"y".repeat(90), None, 100)
+            .unwrap()
+            .unwrap();
     }
 
     #[test]
     fn due_keeps_call_order_and_skips_later_events_of_a_waiting_call() {
         let s = SqliteStorage::in_memory().unwrap();
         let ids = s
-            .enqueue(&[delivery("a", "c1", "e1"), delivery("a", "c1", "e2"), delivery("a", "c2", "e3")], 0)
+            .enqueue(
+                &[
+                    delivery("a", "c1", "e1"),
+                    delivery("a", "c1", "e2"),
+                    delivery("a", "c2", "e3"),
+                ],
+                0,
+            )
             .unwrap();
-        let due: Vec<_> = s.due(0, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        let due: Vec<_> = s
+            .due(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
         assert_eq!(due, ["e1", "e3"]);
         // the head of c1 backs off: e2 must still wait behind it
         s.reschedule(ids[0], 1000, "boom").unwrap();
-        let due: Vec<_> = s.due(10, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        let due: Vec<_> = s
+            .due(10, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
         assert_eq!(due, ["e3"]);
         s.complete(ids[2]).unwrap();
-        let due: Vec<_> = s.due(1000, 10).unwrap().into_iter().map(|d| d.event_id).collect();
+        let due: Vec<_> = s
+            .due(1000, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
         assert_eq!(due, ["e1"]);
         s.dead_letter(ids[0], "gave up").unwrap();
-        let due: Vec<_> = s.due(1000, 10).unwrap().into_iter().map(|d| d.event_id).collect();
-        assert_eq!(due, ["e2"], "a dead-lettered event does not block the rest of its call");
+        let due: Vec<_> = s
+            .due(1000, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        assert_eq!(
+            due,
+            ["e2"],
+            "a dead-lettered event does not block the rest of its call"
+        );
         assert!(s.replay("a", ids[0], 2000).unwrap());
-        assert!(!s.replay("b", ids[0], 2000).unwrap(), "another tenant cannot replay it");
+        assert!(
+            !s.replay("b", ids[0], 2000).unwrap(),
+            "another tenant cannot replay it"
+        );
     }
 
     #[test]
@@ -582,13 +685,23 @@ mod tests {
             name: id.into(),
             company: None,
             email: None,
-            phones: vec![PhoneRow { label: "Phone".into(), number: "03-1234-5678".into(), e164: Some("+81312345678".into()) }],
+            phones: vec![PhoneRow {
+                label: "Phone".into(),
+                number: "03-1234-5678".into(),
+                e164: Some("+81312345678".into()),
+            }],
             account_id: None,
             modified_at: Some(at),
         };
-        s.contacts_upsert("a", &[mk("old", 1), mk("new", 2)]).unwrap();
+        s.contacts_upsert("a", &[mk("old", 1), mk("new", 2)])
+            .unwrap();
         s.contacts_upsert("b", &[mk("other-tenant", 3)]).unwrap();
-        let found: Vec<_> = s.contacts_lookup("a", "+81312345678").unwrap().into_iter().map(|c| c.external_id).collect();
+        let found: Vec<_> = s
+            .contacts_lookup("a", "+81312345678")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.external_id)
+            .collect();
         assert_eq!(found, ["new", "old"]);
         assert!(s.contacts_delete("a", "old").unwrap());
         assert!(!s.contacts_delete("a", "other-tenant").unwrap());

@@ -16,10 +16,16 @@
 //! - `GET  /v1/tenants/{t}/log?limit=N`, `GET /v1/tenants/{t}/usage`
 //! - `GET  /v1/tenants/{t}/deliveries?status=dead`, `POST /v1/tenants/{t}/deliveries/{id}/replay`
 //! - `POST /v1/reload`
+//! - `POST /v1/tenants/{t}/tokens` `{"label": "..."}` → a tenant-scoped token (operator only);
+//!   `DELETE /v1/tenants/{t}/tokens` revokes them all
+//!
+//! Authentication ([`crate::auth`]): `Authorization: Bearer <token>`. The operator's token may
+//! do everything; a tenant token only the `/v1/tenants/{its tenant}/...` admin routes.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -130,9 +136,79 @@ pub fn router(host: Host) -> Router {
         .route("/v1/tenants/{tenant}/usage", get(usage))
         .route("/v1/tenants/{tenant}/deliveries", get(deliveries))
         .route("/v1/tenants/{tenant}/deliveries/{id}/replay", post(replay))
+        .route(
+            "/v1/tenants/{tenant}/tokens",
+            post(issue_token).delete(revoke_tokens),
+        )
+        .layer(middleware::from_fn_with_state(host.clone(), authorize))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
+}
+
+/// Decide from the token and the path whether the request may proceed.
+async fn authorize(State(host): State<Host>, req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(principal) = host.authenticate(bearer) else {
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "a valid bearer token is required".into(),
+        }
+        .into_response();
+    };
+    let path = req.uri().path();
+    let tenant_route = path
+        .strip_prefix("/v1/tenants/")
+        .and_then(|rest| rest.split('/').next());
+    let allowed = match (&principal, tenant_route) {
+        (crate::auth::Principal::Operator, _) => true,
+        // Tenant admins manage their own tenant, but cannot mint tokens.
+        (p, Some(tenant)) => p.may_access(tenant) && !path.ends_with("/tokens"),
+        (_, None) => false,
+    };
+    if !allowed {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "this token does not grant access to this resource".into(),
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    label: String,
+}
+
+async fn issue_token(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(req) = body?;
+    let token = host.issue_tenant_token(&tenant, &req.label)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"tenant": tenant, "token": token})),
+    ))
+}
+
+async fn revoke_tokens(
+    State(host): State<Host>,
+    Path(tenant): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        json!({"revoked": host.revoke_tenant_tokens(&tenant)?}),
+    ))
 }
 
 async fn post_event(

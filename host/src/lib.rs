@@ -6,6 +6,7 @@
 //! a daemon (the `pbx-host` binary, HTTP/JSON API in [`api`]).
 
 pub mod api;
+pub mod auth;
 pub mod capabilities;
 pub mod clock;
 pub mod config;

@@ -40,6 +40,12 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080", env = "PBX_HOST_LISTEN")]
         listen: String,
+        /// A file holding the operator's API token (or set PBX_HOST_OPERATOR_TOKEN).
+        #[arg(long)]
+        operator_token_file: Option<PathBuf>,
+        /// Serve the API without any authentication (local development only).
+        #[arg(long)]
+        no_auth: bool,
     },
     /// Validate plugins.toml and load every component; exit non-zero on any problem.
     CheckConfig,
@@ -58,6 +64,22 @@ enum Command {
         #[arg(long, default_value = "60")]
         wait_seconds: u64,
     },
+}
+
+/// Ctrl-C or SIGTERM (what a service manager sends).
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn options(cli: &Cli) -> HostOptions {
@@ -86,15 +108,37 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Serve { listen } => {
-            let host = Host::start(options(&cli)).await?;
+        Command::Serve {
+            listen,
+            operator_token_file,
+            no_auth,
+        } => {
+            let mut opts = options(&cli);
+            opts.operator_token = match operator_token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => std::env::var("PBX_HOST_OPERATOR_TOKEN")
+                    .ok()
+                    .filter(|t| !t.trim().is_empty()),
+            };
+            if opts.operator_token.is_none() && !no_auth {
+                anyhow::bail!(
+                    "no operator token: give --operator-token-file or PBX_HOST_OPERATOR_TOKEN, or --no-auth for local development"
+                );
+            }
+            let host = Host::start(opts).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!("pbx-host listening on http://{}", listener.local_addr()?);
             let h = host.clone();
             pbx_host::api::serve(host, listener, async move {
-                let _ = tokio::signal::ctrl_c().await;
+                wait_for_stop_signal().await;
+                eprintln!("stopping: finishing deliveries in flight");
                 h.shutdown().await;
             })
             .await?;

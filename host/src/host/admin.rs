@@ -59,6 +59,42 @@ fn storage_err(e: impl std::fmt::Display) -> AdminError {
 }
 
 impl Host {
+    /// Who holds `bearer`; `None` if the token is unknown. Without an operator token
+    /// configured, everyone is the operator.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Option<crate::auth::Principal> {
+        use crate::auth::{Principal, digest, same_digest};
+        let Some(operator) = &self.inner.operator_digest else {
+            return Some(Principal::Operator);
+        };
+        let d = digest(bearer?);
+        if same_digest(&d, operator) {
+            return Some(Principal::Operator);
+        }
+        self.storage()
+            .token_tenant(&d)
+            .ok()
+            .flatten()
+            .map(Principal::Tenant)
+    }
+
+    /// Issue a token for the tenant admin of `tenant`. The token is returned once and stored
+    /// only as a digest.
+    pub fn issue_tenant_token(&self, tenant: &str, label: &str) -> Result<String, AdminError> {
+        if !self.registry().tenants.contains_key(tenant) {
+            return Err(AdminError::UnknownTenant(tenant.into()));
+        }
+        let token = crate::auth::new_token();
+        self.storage()
+            .token_add(&crate::auth::digest(&token), tenant, label, now_ms())
+            .map_err(storage_err)?;
+        Ok(token)
+    }
+
+    /// Revoke every token of a tenant; returns how many there were.
+    pub fn revoke_tenant_tokens(&self, tenant: &str) -> Result<u64, AdminError> {
+        self.storage().token_revoke_all(tenant).map_err(storage_err)
+    }
+
     fn known(&self, tenant: &str, plugin: &str) -> Result<(), AdminError> {
         let r = self.registry();
         if !r.tenants.contains_key(tenant) {

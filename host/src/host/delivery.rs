@@ -6,7 +6,6 @@
 //! across retries. Failures are retried with exponential backoff and jitter until the retry
 //! horizon; then the delivery is dead-lettered (visible and replayable by the tenant admin).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,7 +110,6 @@ impl Host {
 /// The delivery loop.
 pub(super) async fn run(host: Host) {
     let workers = Arc::new(Semaphore::new(host.inner.opts.delivery_workers.max(1)));
-    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
         if host.inner.shutdown.is_triggered() {
             return;
@@ -125,18 +123,18 @@ pub(super) async fn run(host: Host) {
         };
         let mut started = 0;
         for d in due {
-            if !lock(&in_flight).insert(d.id) {
-                continue;
-            }
             let Ok(permit) = workers.clone().acquire_owned().await else {
                 return;
             };
+            if host.inner.shutdown.is_triggered() || !lock(&host.inner.in_flight).insert(d.id) {
+                continue;
+            }
             started += 1;
-            let (host, in_flight) = (host.clone(), in_flight.clone());
+            let host = host.clone();
             tokio::spawn(async move {
                 let id = d.id;
                 deliver(&host, d).await;
-                lock(&in_flight).remove(&id);
+                lock(&host.inner.in_flight).remove(&id);
                 drop(permit);
                 host.inner.wake.notify_one();
             });

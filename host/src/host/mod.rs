@@ -41,6 +41,8 @@ pub struct HostOptions {
     pub delivery_workers: usize,
     /// How often the scheduler looks for due schedules.
     pub schedule_tick: Duration,
+    /// The operator's API token; `None` leaves the HTTP API open (tests, local tools).
+    pub operator_token: Option<String>,
 }
 
 impl HostOptions {
@@ -53,6 +55,7 @@ impl HostOptions {
             reload_interval: Some(Duration::from_secs(2)),
             delivery_workers: 32,
             schedule_tick: Duration::from_secs(1),
+            operator_token: None,
         }
     }
 }
@@ -76,6 +79,9 @@ pub(crate) struct Inner {
     pub shutdown: tokio_util_shutdown::Shutdown,
     pub invocation_seq: AtomicU64,
     pub config_stamp: RwLock<Option<std::time::SystemTime>>,
+    pub operator_digest: Option<String>,
+    /// Deliveries being invoked now (queue row ids).
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 /// A running host. Cheap to clone.
@@ -172,12 +178,14 @@ impl Host {
             runtime,
             services,
             registry: RwLock::new(Arc::new(registry)),
-            opts,
             base_dir,
             wake: Notify::new(),
             shutdown: tokio_util_shutdown::Shutdown::new(),
             invocation_seq: AtomicU64::new(0),
             config_stamp: RwLock::new(stamp),
+            operator_digest: opts.operator_token.as_deref().map(crate::auth::digest),
+            in_flight: Default::default(),
+            opts,
         });
         let host = Host { inner };
         tokio::spawn(delivery::run(host.clone()));
@@ -233,10 +241,35 @@ impl Host {
         Ok(statuses)
     }
 
-    /// Stop the background workers. Deliveries in flight finish; pending ones stay queued.
-    pub async fn shutdown(&self) {
+    /// Stop taking work: the background workers stop, deliveries in flight finish (each is
+    /// bounded by its plugin's wall-clock limit; this waits at most `grace`), pending ones
+    /// stay queued for the next start. Returns how many were still running at the end.
+    pub async fn shutdown_within(&self, grace: Duration) -> usize {
         self.inner.shutdown.trigger();
         self.inner.wake.notify_waiters();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let running = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// [`Host::shutdown_within`] with a 30-second grace period.
+    pub async fn shutdown(&self) {
+        let left = self.shutdown_within(Duration::from_secs(30)).await;
+        if left > 0 {
+            tracing::warn!(
+                "{left} deliveries were still running at shutdown; they stay queued and run again"
+            );
+        }
     }
 
     /// The settings in force for a tenant's plugin: plugins.toml overlaid with what the

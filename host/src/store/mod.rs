@@ -194,6 +194,12 @@ pub trait Storage: Send + Sync + 'static {
         config: &serde_json::Value,
     ) -> Result<()>;
 
+    // --- admin API tokens (stored as SHA-256 digests, never in clear) ---
+    fn token_add(&self, digest: &str, tenant: &str, label: &str, now_ms: i64) -> Result<()>;
+    /// The tenant a token digest belongs to.
+    fn token_tenant(&self, digest: &str) -> Result<Option<String>>;
+    fn token_revoke_all(&self, tenant: &str) -> Result<u64>;
+
     // --- schedules ---
     fn schedule_last_run(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<Option<i64>>;
     fn schedule_mark_run(

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
     tenant TEXT NOT NULL, plugin TEXT NOT NULL, schedule TEXT NOT NULL, last_run INTEGER NOT NULL,
     PRIMARY KEY (tenant, plugin, schedule)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    digest TEXT PRIMARY KEY, tenant TEXT NOT NULL, label TEXT NOT NULL, created_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL, plugin TEXT NOT NULL, call_id TEXT NOT NULL, event_id TEXT NOT NULL,
@@ -437,6 +440,31 @@ impl Storage for SqliteStorage {
             params![tenant, plugin, config.to_string()],
         )?;
         Ok(())
+    }
+
+    fn token_add(&self, digest: &str, tenant: &str, label: &str, now_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tokens (digest, tenant, label, created_at) VALUES (?1,?2,?3,?4)",
+            params![digest, tenant, label, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn token_tenant(&self, digest: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT tenant FROM tokens WHERE digest=?1",
+                params![digest],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn token_revoke_all(&self, tenant: &str) -> Result<u64> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM tokens WHERE tenant=?1", params![tenant])? as u64)
     }
 
     fn schedule_last_run(&self, tenant: &str, plugin: &str, schedule: &str) -> Result<Option<i64>> {

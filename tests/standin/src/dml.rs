@@ -524,8 +524,6 @@ pub fn update(
     ctx: &DmlCtx,
 ) -> Result<(), ApiError> {
     let obj = object_for(data, sobject, ctx)?.clone();
-    let id = record_id_for(&obj, raw_id)?;
-    let existing = live_record(data, &id)?.fields.clone();
     if !obj.updateable && !ctx.seed {
         return Err(ApiError::new(
             400,
@@ -534,18 +532,23 @@ pub fn update(
         ));
     }
     // An `Id` equal to the URL's is harmless (clients echo records back); another is not.
+    let url_id = ids::normalize(raw_id);
     let mut body = body.clone();
     if let Some(key) = body.keys().find(|k| k.eq_ignore_ascii_case("Id")).cloned() {
         let same = body
             .get(&key)
             .and_then(Value::as_str)
             .and_then(ids::normalize)
-            .is_some_and(|v| v == id);
+            .is_some_and(|v| Some(v) == url_id);
         if same {
             body.remove(&key);
         }
     }
+    // The body is read before the id is looked at: HEROKU `update-invalid-field.json` sends a
+    // malformed id with an unknown field and gets INVALID_FIELD, not MALFORMED_ID.
     let (pairs, _) = read_body(data, &obj, &body, ctx, false)?;
+    let id = record_id_for(&obj, raw_id)?;
+    let existing = live_record(data, &id)?.fields.clone();
     let mut fields = existing;
     let mut missing = Vec::new();
     for (f, v) in &pairs {

@@ -1,0 +1,353 @@
+//! The logger's flow against a fake host and canned Salesforce answers.
+
+use super::*;
+use pbx_plugin_sdk::bindings::pbx::plugin::contacts::{Contact, Phone};
+use pbx_plugin_sdk::testing::{FakeHost, sample_context, sample_event};
+use pbx_plugin_sdk::{Direction, ErrorKind, Outcome};
+use serde_json::json;
+
+const CONFIG: &str = r#"{
+    "username": "integration@example.com",
+    "client_id": "CONSUMER",
+    "language": "ja",
+    "agent_users": {"201": "005000000000001AAA"}
+}"#;
+const INSTANCE: &str = "https://example.my.salesforce.com";
+
+fn host() -> FakeHost {
+    let h = FakeHost::new();
+    h.set_secret("salesforce.password", "pw-SECRET");
+    h.set_secret("salesforce.security_token", "TOKEN-SECRET");
+    h.set_secret("salesforce.client_secret", "CS-SECRET");
+    h
+}
+
+fn token(h: &FakeHost) {
+    h.push_response(
+        200,
+        &[],
+        json!({"access_token":"AT","instance_url":INSTANCE,"issued_at":"1"})
+            .to_string()
+            .as_bytes(),
+    );
+}
+
+fn created(h: &FakeHost, id: &str) {
+    h.push_response(
+        201,
+        &[("Sforce-Limit-Info", "api-usage=20/15000")],
+        json!({"id": id, "success": true, "errors": []})
+            .to_string()
+            .as_bytes(),
+    );
+}
+
+fn sent_json(h: &FakeHost, i: usize) -> Value {
+    serde_json::from_slice(h.requests()[i].body.as_deref().expect("body")).expect("json")
+}
+
+#[test]
+fn inbound_call_found_by_sosl_creates_one_task() {
+    let h = host();
+    token(&h);
+    h.push_response(
+        200,
+        &[],
+        json!({"searchRecords": [
+            {"attributes":{"type":"Lead"},"Id":"00Q000000000001AAA","Name":"L","Phone":"03-1234-5678","LastModifiedDate":"2024-01-01T00:00:00.000+0000"},
+            {"attributes":{"type":"Contact"},"Id":"003000000000001AAA","Name":"C","Phone":"(03) 1234 5678","AccountId":"001000000000001AAA","LastModifiedDate":"2020-01-01T00:00:00.000+0000"}
+        ]})
+        .to_string()
+        .as_bytes(),
+    );
+    created(&h, "00T000000000001AAA");
+    let ev = sample_event(EventKind::Ended, Direction::Inbound);
+    handle_event(&h, &sample_context(CONFIG), &ev).expect("logged");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 3, "login, search, create");
+    assert!(reqs[1].url.contains("/services/data/v59.0/search/?q=FIND"));
+    assert_eq!(
+        reqs[2].url,
+        format!("{INSTANCE}/services/data/v59.0/sobjects/Task")
+    );
+    let task = sent_json(&h, 2);
+    assert_eq!(task["Subject"], "着信");
+    assert_eq!(task["WhoId"], "003000000000001AAA");
+    assert_eq!(task["WhatId"], "001000000000001AAA");
+    assert_eq!(task["OwnerId"], "005000000000001AAA");
+    assert_eq!(task["CallType"], "Inbound");
+    assert_eq!(task["CallObject"], "1001");
+    assert_eq!(task["TaskSubtype"], "Call");
+    assert_eq!(task["Status"], "Completed");
+    assert_eq!(task["ActivityDate"], "2024-01-01");
+    assert_eq!(task["CallDurationInSeconds"], 60);
+    assert_eq!(
+        h.state_value("task:1001").as_deref(),
+        Some("00T000000000001AAA")
+    );
+    assert!(
+        h.state_value("salesforce:session").is_some(),
+        "session cached"
+    );
+    assert!(h.state_value("salesforce:usage").is_some(), "usage kept");
+    let logs: Vec<String> = h.logs().into_iter().map(|(_, l)| l).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Contact 003000000000001AAA matched on Phone")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Task 00T000000000001AAA created")),
+        "{logs:?}"
+    );
+    for l in &logs {
+        assert!(!l.contains("SECRET"), "secret in log: {l}");
+    }
+
+    // Redelivery: nothing is sent, nothing is created.
+    handle_event(&h, &sample_context(CONFIG), &ev).expect("idempotent");
+    assert_eq!(h.requests().len(), 3);
+}
+
+#[test]
+fn phone_book_hit_saves_the_search_and_reuses_the_session() {
+    let h = host();
+    h.add_contact(Contact {
+        external_id: "Contact/003000000000009AAA".into(),
+        record_type: "Contact".into(),
+        name: "山田".into(),
+        company: None,
+        email: None,
+        phones: vec![Phone {
+            label: "Phone".into(),
+            number: "03-1234-5678".into(),
+        }],
+        account_id: None,
+        modified_at: Some(5),
+    });
+    token(&h);
+    created(&h, "00T000000000002AAA");
+    let mut ev = sample_event(EventKind::Ended, Direction::Outbound);
+    ev.call.outcome = Some(Outcome::Missed);
+    ev.call.duration_seconds = 0;
+    handle_event(&h, &sample_context(CONFIG), &ev).expect("logged");
+    assert_eq!(h.requests().len(), 2, "login, create: no search");
+    let task = sent_json(&h, 1);
+    assert_eq!(task["Subject"], "発信(不在)");
+    assert_eq!(task["CallType"], "Outbound");
+    assert_eq!(task["WhoId"], "003000000000009AAA");
+
+    // Next call: the cached session, one request only.
+    let mut ev2 = ev.clone();
+    ev2.call.call_id = "1002".into();
+    created(&h, "00T000000000003AAA");
+    handle_event(&h, &sample_context(CONFIG), &ev2).expect("logged");
+    assert_eq!(h.requests().len(), 3);
+}
+
+#[test]
+fn click_to_call_wins_and_english_subjects() {
+    let h = host();
+    token(&h);
+    created(&h, "00T000000000004AAA");
+    let mut ev = sample_event(EventKind::Ended, Direction::Outbound);
+    ev.call.crm_record_id = Some("00Q000000000005AAA".into());
+    let cfg = CONFIG.replace("\"ja\"", "\"en\"");
+    handle_event(&h, &sample_context(&cfg), &ev).expect("logged");
+    let task = sent_json(&h, 1);
+    assert_eq!(task["Subject"], "Outbound call");
+    assert_eq!(task["WhoId"], "00Q000000000005AAA");
+}
+
+#[test]
+fn internal_calls_and_other_events_are_ignored() {
+    let h = host();
+    let ctx = sample_context(CONFIG);
+    handle_event(
+        &h,
+        &ctx,
+        &sample_event(EventKind::Ended, Direction::Internal),
+    )
+    .expect("ok");
+    handle_event(
+        &h,
+        &ctx,
+        &sample_event(EventKind::Answered, Direction::Inbound),
+    )
+    .expect("ok");
+    assert!(h.requests().is_empty());
+}
+
+#[test]
+fn a_retry_finds_the_task_an_earlier_attempt_created() {
+    let h = host();
+    token(&h);
+    h.push_response(
+        200,
+        &[],
+        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000007AAA"}]}"#,
+    );
+    let mut ctx = sample_context(CONFIG);
+    ctx.attempt = 1;
+    handle_event(
+        &h,
+        &ctx,
+        &sample_event(EventKind::Ended, Direction::Inbound),
+    )
+    .expect("ok");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].url.contains("CallObject"), "{}", reqs[1].url);
+    assert_eq!(
+        h.state_value("task:1001").as_deref(),
+        Some("00T000000000007AAA")
+    );
+}
+
+#[test]
+fn failures_have_the_right_kind() {
+    // Wrong password: config.
+    let h = host();
+    h.push_response(
+        400,
+        &[],
+        br#"{"error":"invalid_grant","error_description":"authentication failure"}"#,
+    );
+    let e = handle_event(
+        &h,
+        &sample_context(CONFIG),
+        &sample_event(EventKind::Ended, Direction::Inbound),
+    )
+    .expect_err("login");
+    assert_eq!(e.kind, ErrorKind::Config);
+    assert!(!e.message.contains("SECRET"));
+
+    // Locked row on create: transient, nothing remembered.
+    let h = host();
+    h.add_contact(Contact {
+        external_id: "Contact/003000000000009AAA".into(),
+        record_type: "Contact".into(),
+        name: "x".into(),
+        company: None,
+        email: None,
+        phones: vec![Phone {
+            label: "Phone".into(),
+            number: "+81312345678".into(),
+        }],
+        account_id: None,
+        modified_at: None,
+    });
+    token(&h);
+    h.push_response(
+        400,
+        &[],
+        br#"[{"message":"unable to obtain exclusive access to this record","errorCode":"UNABLE_TO_LOCK_ROW","fields":[]}]"#,
+    );
+    let e = handle_event(
+        &h,
+        &sample_context(CONFIG),
+        &sample_event(EventKind::Ended, Direction::Inbound),
+    )
+    .expect_err("lock");
+    assert_eq!(e.kind, ErrorKind::Transient);
+    assert!(h.state_value("task:1001").is_none());
+
+    // A bad setting: config, naming it.
+    let e = handle_event(
+        &host(),
+        &sample_context(r#"{"agent_users": []}"#),
+        &sample_event(EventKind::Ended, Direction::Inbound),
+    )
+    .expect_err("settings");
+    assert_eq!(e.kind, ErrorKind::Config);
+    assert!(e.message.contains("agent_users"), "{}", e.message);
+}
+
+#[test]
+fn anonymous_callers_are_logged_without_a_link() {
+    let h = host();
+    token(&h);
+    created(&h, "00T000000000008AAA");
+    let mut ev = sample_event(EventKind::Ended, Direction::Inbound);
+    ev.call.caller = "anonymous".into();
+    handle_event(&h, &sample_context(CONFIG), &ev).expect("logged");
+    let task = sent_json(&h, 1);
+    assert!(task.get("WhoId").is_none());
+}
+
+fn describe_body(status_values: &[&str], missing: &str) -> Vec<u8> {
+    let fields: Vec<Value> = TASK_FIELDS
+        .iter()
+        .filter(|f| **f != missing)
+        .map(|f| {
+            let mut v =
+                json!({"name": f, "type": "string", "createable": true, "updateable": true});
+            if *f == "Status" {
+                v["picklistValues"] = status_values
+                    .iter()
+                    .map(|s| json!({"value": s, "active": true}))
+                    .collect();
+            }
+            v
+        })
+        .collect();
+    json!({"name":"Task","createable":true,"updateable":true,"queryable":true,"fields":fields})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn settings_check_reports_every_problem() {
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], &describe_body(&["Not Started", "Completed"], ""));
+    let items = check(&h, &sample_context(CONFIG));
+    assert!(items.iter().all(|i| i.ok), "{items:?}");
+    assert!(items.iter().any(|i| i.name == "Task.CallType"));
+
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], &describe_body(&["Open", "Done"], "CallType"));
+    let cfg = CONFIG.replace("005000000000001AAA", "bob");
+    let items = check(&h, &sample_context(&cfg));
+    let bad: Vec<(&str, Option<&str>)> = items
+        .iter()
+        .filter(|i| !i.ok)
+        .map(|i| (i.name.as_str(), i.field.as_deref()))
+        .collect();
+    assert_eq!(
+        bad,
+        [
+            ("agent_users", Some("agent_users.201")),
+            ("Task.CallType", Some("CallType")),
+            ("task_status", Some("task_status")),
+        ]
+    );
+}
+
+#[test]
+fn settings_check_explains_a_bad_security_token() {
+    let h = host();
+    h.push_response(
+        400,
+        &[],
+        br#"{"error":"invalid_grant","error_description":"authentication failure"}"#,
+    );
+    let items = check(&h, &sample_context(CONFIG));
+    assert_eq!(items.len(), 1);
+    assert!(!items[0].ok);
+    assert_eq!(items[0].name, "login");
+    assert_eq!(items[0].field.as_deref(), Some("salesforce.security_token"));
+    assert_eq!(
+        items[0].message,
+        "login failed: the password or security token is wrong (Salesforce: authentication failure)"
+    );
+
+    let items = check(&FakeHost::new(), &sample_context(CONFIG));
+    assert_eq!(items[0].field.as_deref(), Some("salesforce.password"));
+
+    let items = check(&h, &sample_context(r#"{"language":"fr"}"#));
+    assert_eq!(items[0].name, "settings");
+    assert_eq!(items[0].field.as_deref(), Some("language"));
+}

@@ -172,10 +172,10 @@ pub fn build_task(
             t.insert("WhoId".into(), json!(who));
         }
         // Salesforce rejects a WhatId next to a Lead WhoId; a Lead has no account anyway.
-        if let Some(what) = &m.what_id {
-            if m.kind != pbx_salesforce::RecordKind::Lead {
-                t.insert("WhatId".into(), json!(what));
-            }
+        if let Some(what) = &m.what_id
+            && m.kind != pbx_salesforce::RecordKind::Lead
+        {
+            t.insert("WhatId".into(), json!(what));
         }
     }
     let owner = call

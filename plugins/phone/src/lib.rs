@@ -283,20 +283,20 @@ pub fn normalize(number: &str, default_country: &str) -> Option<String> {
     }
     idds.push("00");
     for idd in idds {
-        if let Some(rest) = digits.strip_prefix(idd) {
-            if !rest.is_empty() && !rest.starts_with('0') {
-                return international(rest, None);
-            }
+        if let Some(rest) = digits.strip_prefix(idd)
+            && !rest.is_empty()
+            && !rest.starts_with('0')
+        {
+            return international(rest, None);
         }
     }
     let home = home?;
     let mut nsn = digits;
-    if !home.trunk_prefix.is_empty() {
-        if let Some(rest) = nsn.strip_prefix(home.trunk_prefix) {
-            if rest.len() >= home.min_nsn {
-                nsn = rest;
-            }
-        }
+    if !home.trunk_prefix.is_empty()
+        && let Some(rest) = nsn.strip_prefix(home.trunk_prefix)
+        && rest.len() >= home.min_nsn
+    {
+        nsn = rest;
     }
     if nsn.len() < home.min_nsn || nsn.len() > home.max_nsn {
         return None;

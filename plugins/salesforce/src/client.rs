@@ -167,6 +167,8 @@ pub struct Client<H: Host> {
     session: RefCell<Option<Session>>,
     usage: Cell<Option<ApiUsage>>,
     usage_loaded: Cell<bool>,
+    /// Salesforce reported a usage during this invocation (worth storing).
+    usage_fresh: Cell<bool>,
     requests: Cell<u32>,
 }
 
@@ -179,6 +181,7 @@ impl<H: Host> Client<H> {
             session: RefCell::new(None),
             usage: Cell::new(None),
             usage_loaded: Cell::new(false),
+            usage_fresh: Cell::new(false),
             requests: Cell::new(0),
         }
     }
@@ -216,14 +219,18 @@ impl<H: Host> Client<H> {
 
     /// Stores the last known usage in plugin state so later invocations can keep the reserve
     /// (call once at the end of an invocation; a failure is only logged).
+    /// Writes only when Salesforce reported a usage during this invocation.
     pub fn save_usage(&self) {
-        if let Some(u) = self.usage.get() {
-            if let Err(e) = pbx_plugin_sdk::state::set_json_in(&self.host, USAGE_KEY, &u, None) {
-                self.host.log(
-                    Level::Warn,
-                    &format!("could not store API usage: {}", e.message),
-                );
-            }
+        if !self.usage_fresh.get() {
+            return;
+        }
+        if let Some(u) = self.usage.get()
+            && let Err(e) = pbx_plugin_sdk::state::set_json_in(&self.host, USAGE_KEY, &u, None)
+        {
+            self.host.log(
+                Level::Warn,
+                &format!("could not store API usage: {}", e.message),
+            );
         }
     }
 
@@ -354,6 +361,7 @@ impl<H: Host> Client<H> {
         if let Some(u) = resp.header("sforce-limit-info").and_then(ApiUsage::parse) {
             self.usage.set(Some(u));
             self.usage_loaded.set(true);
+            self.usage_fresh.set(true);
         }
         if resp.is_success() {
             Ok(resp)

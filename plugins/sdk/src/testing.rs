@@ -180,7 +180,7 @@ impl Host for FakeHost {
             })
             .cloned()
             .collect();
-        found.sort_by(|a, b| b.modified_at.cmp(&a.modified_at));
+        found.sort_by_key(|c| std::cmp::Reverse(c.modified_at));
         Ok(found)
     }
 

@@ -165,6 +165,7 @@ fn not_writable(fields: &[String]) -> ApiError {
 /// Checks one (already coerced, non-null) value against its field definition.
 fn validate_value(
     data: &OrgData,
+    obj: &str,
     f: &FieldDef,
     v: &Value,
     ctx: &DmlCtx,
@@ -211,7 +212,7 @@ fn validate_value(
                 .with_fields([f.name.as_str()]))
             }
         }
-        FieldType::Reference => validate_reference(data, f, s, ctx).map(Value::String),
+        FieldType::Reference => validate_reference(data, obj, f, s, ctx).map(Value::String),
         _ => Ok(v.clone()),
     }
 }
@@ -220,6 +221,7 @@ fn validate_value(
 /// (FIELD_INTEGRITY_EXCEPTION), of a record that exists and is live.
 fn validate_reference(
     data: &OrgData,
+    obj: &str,
     f: &FieldDef,
     s: &str,
     ctx: &DmlCtx,
@@ -265,7 +267,7 @@ fn validate_reference(
                     "INACTIVE_OWNER_OR_USER",
                     format!(
                         "operation performed with inactive user [{id}] as owner of {}",
-                        f.label
+                        obj.to_ascii_lowercase()
                     ),
                 )
                 .with_fields(Vec::<String>::new()));
@@ -442,7 +444,7 @@ pub fn create(
         if v.is_null() {
             continue;
         }
-        let v = validate_value(data, f, v, ctx)?;
+        let v = validate_value(data, &obj.name, f, v, ctx)?;
         fields.insert(f.name.clone(), v);
     }
     for f in &obj.fields {
@@ -559,7 +561,7 @@ pub fn update(
             fields.remove(&f.name);
             continue;
         }
-        let v = validate_value(data, f, v, ctx)?;
+        let v = validate_value(data, &obj.name, f, v, ctx)?;
         fields.insert(f.name.clone(), v);
     }
     if !missing.is_empty() {

@@ -314,13 +314,32 @@ impl Org {
     }
 
     pub fn try_delete(&self, sobject: &str, id: &str) -> Result<(), SeedError> {
+        self.try_delete_at(sobject, id, Utc::now())
+    }
+
+    /// A deletion that happened at a given time (the `deleted` replication resource only
+    /// covers whole minutes in the past, so tests of incremental sync need past deletions).
+    ///
+    /// # Panics
+    /// As [`Org::delete`].
+    pub fn delete_at(&self, sobject: &str, id: &str, at: DateTime<Utc>) {
+        if let Err(e) = self.try_delete_at(sobject, id, at) {
+            panic!("sf-standin: cannot delete {sobject} {id}: {e}");
+        }
+    }
+
+    pub fn try_delete_at(
+        &self,
+        sobject: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), SeedError> {
         let mut data = self.data();
-        Ok(dml::delete(
-            &mut data,
-            sobject,
-            id,
-            &DmlCtx::seed(&self.inner.user_id),
-        )?)
+        let ctx = DmlCtx {
+            now: at,
+            ..DmlCtx::seed(&self.inner.user_id)
+        };
+        Ok(dml::delete(&mut data, sobject, id, &ctx)?)
     }
 
     /// A merge in Salesforce: the loser is deleted with `MasterRecordId` = master and its

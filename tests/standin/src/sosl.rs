@@ -330,20 +330,30 @@ fn word_matches_text(w: &Word, text: &str) -> bool {
     if w.phrase || !needle.is_ascii() {
         return hay.contains(&needle);
     }
-    let q: Vec<char> = needle.chars().collect();
-    hay.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .any(|tok| {
-            let t: Vec<char> = tok.chars().collect();
-            let eq = |a: &[char], b: &[char]| {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| *y == '?' || x == y)
-            };
-            if w.prefix {
-                t.len() >= q.len() && eq(&t[..q.len()], &q)
+    // A word with punctuation (an e-mail address, "O'Brien") is the sequence of its parts.
+    let tokens = |s: &str| -> Vec<Vec<char>> {
+        s.split(|c: char| !(c.is_alphanumeric() || c == '?'))
+            .filter(|t| !t.is_empty())
+            .map(|t| t.chars().collect())
+            .collect()
+    };
+    let q = tokens(&needle);
+    let t = tokens(&hay);
+    if q.is_empty() || q.len() > t.len() {
+        return false;
+    }
+    let eq = |a: &[char], b: &[char]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| *y == '?' || x == y)
+    };
+    t.windows(q.len()).any(|win| {
+        win.iter().zip(&q).enumerate().all(|(i, (tok, want))| {
+            if w.prefix && i + 1 == q.len() {
+                tok.len() >= want.len() && eq(&tok[..want.len()], want)
             } else {
-                eq(&t, &q)
+                eq(tok, want)
             }
         })
+    })
 }
 
 fn word_matches_phone(w: &Word, stored: &str) -> bool {

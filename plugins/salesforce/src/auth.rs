@@ -66,7 +66,7 @@ fn optional_secret(host: &impl Host, name: &str) -> Result<Option<String>, SfErr
 
 /// `application/x-www-form-urlencoded` body.
 fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
-    url::form_urlencoded::Serializer::new(String::new())
+    form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
         .into_bytes()
@@ -330,16 +330,17 @@ pub fn parse_soap_login(resp: &Response, now_ms: i64) -> Result<Session, SfError
             }
         });
     };
-    let parsed = url::Url::parse(&server_url).map_err(|e| SfError::Protocol {
-        status: resp.status,
-        message: format!("serverUrl {server_url}: {e}"),
-    })?;
+    let Some(origin) = crate::origin(&server_url) else {
+        return Err(SfError::Protocol {
+            status: resp.status,
+            message: format!("serverUrl {server_url} is not an http(s) URL"),
+        });
+    };
     // The instance is serverUrl's origin, minus the "-api" some pods add to the host.
-    let host_name = parsed.host_str().unwrap_or("").replace("-api", "");
-    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let instance_url = origin.replace("-api.", ".");
     Ok(Session {
         access_token: session_id,
-        instance_url: format!("{}://{host_name}{port}", parsed.scheme()),
+        instance_url,
         issued_at_ms: now_ms,
         fingerprint: String::new(),
     })

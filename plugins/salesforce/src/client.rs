@@ -515,5 +515,5 @@ impl<H: Host> Client<H> {
 
 /// Percent-encodes a query-string value.
 pub(crate) fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

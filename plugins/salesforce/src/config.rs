@@ -126,14 +126,12 @@ impl SalesforceConfig {
             "sandbox" | "test" => SANDBOX_LOGIN_URL.to_string(),
             _ => raw.trim_end_matches('/').to_string(),
         };
-        let parsed = url::Url::parse(&url).map_err(|e| SfError::Config {
-            field: "login_url".into(),
-            message: format!("not a URL ({e}); use \"production\", \"sandbox\" or https://<domain>.my.salesforce.com"),
-        })?;
-        if parsed.scheme() != "https" && parsed.scheme() != "http" {
+        if crate::origin(&url).is_none() {
             return Err(SfError::Config {
                 field: "login_url".into(),
-                message: "must be an https:// URL".into(),
+                message: format!(
+                    "\"{url}\" is not a URL; use \"production\", \"sandbox\" or https://<domain>.my.salesforce.com"
+                ),
             });
         }
         Ok(url)

@@ -27,6 +27,43 @@ pub mod limits;
 pub mod matching;
 pub mod search;
 
+/// `scheme://authority` of an absolute http(s) URL, without path, query or fragment; `None`
+/// for anything else. (A full URL parser would cost the component its IDNA tables.)
+pub(crate) fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let valid = !authority.is_empty()
+        && !authority.starts_with(':')
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'));
+    valid.then(|| format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origins() {
+        use super::origin;
+        assert_eq!(
+            origin("https://Acme.my.salesforce.com/x?y").as_deref(),
+            Some("https://acme.my.salesforce.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin("ftp://x"), None);
+        assert_eq!(origin("https://"), None);
+        assert_eq!(origin("not a url"), None);
+        assert_eq!(origin("https://a b"), None);
+    }
+}
+
 pub use auth::Session;
 pub use client::{
     Client, CompositeEnvelope, CompositeRequest, CompositeResponse, Describe, GraphResult,

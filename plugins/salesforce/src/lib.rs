@@ -44,6 +44,16 @@ pub(crate) fn origin(url: &str) -> Option<String> {
     valid.then(|| format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
+pub use auth::Session;
+pub use client::{
+    Client, CompositeEnvelope, CompositeRequest, CompositeResponse, Describe, GraphResult,
+    QueryResult, SaveResult,
+};
+pub use config::{AuthMethod, SalesforceConfig};
+pub use error::{ApiError, SfError};
+pub use limits::ApiUsage;
+pub use matching::{Candidate, Match, RecordKind};
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -63,13 +73,3 @@ mod tests {
         assert_eq!(origin("https://a b"), None);
     }
 }
-
-pub use auth::Session;
-pub use client::{
-    Client, CompositeEnvelope, CompositeRequest, CompositeResponse, Describe, GraphResult,
-    QueryResult, SaveResult,
-};
-pub use config::{AuthMethod, SalesforceConfig};
-pub use error::{ApiError, SfError};
-pub use limits::ApiUsage;
-pub use matching::{Candidate, Match, RecordKind};

@@ -38,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let sf = StandIn::start_on(args.listen).await?;
-    println!("{}", sf.base_url());
     let org = match args.seed {
         Seed::None => None,
         Seed::Demo => {
@@ -53,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    // The base URL goes to stdout once the seed is in place, so a script can wait for it.
+    println!("{}", sf.base_url());
     if let Some(org) = org {
         let s = org.spec();
         eprintln!("org_id        {}", s.org_id);

@@ -129,7 +129,8 @@ async fn validation_errors() {
     let missing = sf_standin::ids::generate("003");
     let task = e.data("sobjects/Task");
     let long = "x".repeat(256);
-    let cases: Vec<(&str, Value, (u16, &str, String, Option<Value>))> = vec![
+    type Want<'a> = (u16, &'a str, String, Option<Value>);
+    let cases: Vec<(&str, Value, Want)> = vec![
         (&task, json!({"CallType": "Incoming"}), (400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "Call Type: bad value for restricted picklist field: Incoming".into(), Some(json!(["CallType"])))),
         (&task, json!({"TaskSubtype": "Meeting"}), (400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "Task Subtype: bad value for restricted picklist field: Meeting".into(), Some(json!(["TaskSubtype"])))),
         (&task, json!({"WhoId": acc}), (400, "FIELD_INTEGRITY_EXCEPTION", format!("Name ID: id value of incorrect type: {acc}"), Some(json!(["WhoId"])))),
@@ -504,7 +505,7 @@ async fn upsert_by_external_id() {
     let r = e
         .send(
             Method::PATCH,
-            &format!("/services/data/v45.0/sobjects/Contact/PbxId__c/E-1"),
+            "/services/data/v45.0/sobjects/Contact/PbxId__c/E-1",
             Some(&json!({"LastName": "E3"})),
         )
         .await;

@@ -24,13 +24,17 @@ pub struct Parser {
 }
 
 impl Parser {
-    pub fn new(toks: Vec<Token>) -> Parser {
+    pub fn new(mut toks: Vec<Token>) -> Parser {
+        if toks.last().is_none_or(|t| t.tok != Tok::Eof) {
+            let pos = toks.last().map(|t| t.pos).unwrap_or_default();
+            toks.push(Token { tok: Tok::Eof, pos });
+        }
         Parser { toks, i: 0 }
     }
 
     pub fn peek(&self) -> &Token {
-        // The lexer always ends the stream with Eof, and `next` never moves past it.
-        &self.toks[self.i.min(self.toks.len().saturating_sub(1))]
+        // `new` ends the stream with Eof, and `next` never moves past it.
+        &self.toks[self.i.min(self.toks.len() - 1)]
     }
 
     fn peek_at(&self, n: usize) -> Option<&Token> {

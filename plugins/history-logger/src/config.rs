@@ -79,6 +79,6 @@ impl LoggerConfig {
                     0
                 });
         chrono::FixedOffset::east_opt(minutes.clamp(-18 * 60, 18 * 60) * 60)
-            .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset is valid"))
+            .unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc))
     }
 }

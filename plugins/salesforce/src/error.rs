@@ -158,6 +158,14 @@ impl SfError {
 /// Classifies one REST error entry.
 pub fn from_api_error(status: u16, e: ApiError) -> SfError {
     match e.code.as_str() {
+        // A session that works but not for REST (a SOAP-only session, API disabled for the
+        // user): renewing will not help, the admin must fix the user's permissions.
+        "INVALID_SESSION_ID" if e.message.contains("not valid for use with the REST API") => {
+            SfError::Forbidden {
+                code: e.code,
+                message: e.message,
+            }
+        }
         "INVALID_SESSION_ID" => SfError::Session(e.message),
         "REQUEST_LIMIT_EXCEEDED" => SfError::RequestLimit(e.message),
         "UNABLE_TO_LOCK_ROW" => SfError::LockRow(e.message),

@@ -99,6 +99,23 @@ fn a_second_invalid_session_is_not_retried_again() {
 }
 
 #[test]
+fn a_session_not_valid_for_rest_is_not_renewed() {
+    let cfg = common::config();
+    let host = common::host_with_session(&cfg, "SOAPONLY");
+    host.push_response(
+        401,
+        &[],
+        br#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#,
+    );
+    let err = Client::new(&host, cfg)
+        .query::<Value>("SELECT Id FROM Contact")
+        .expect_err("refused");
+    assert!(matches!(err, SfError::Forbidden { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(host.requests().len(), 1, "no login, no retry");
+}
+
+#[test]
 fn cached_session_is_reused_and_other_settings_force_a_login() {
     let cfg = common::config();
     let host = common::host_with_session(&cfg, "CACHED");

@@ -99,3 +99,34 @@ pub fn start_epoch_ticker(engine: &Engine) {
         panic!("cannot start the epoch ticker thread: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_is_used_when_the_pool_fits() {
+        let (_, kind) = build_engine(&EngineOptions {
+            max_instances: 4,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        assert_eq!(kind, AllocatorKind::Pooling);
+    }
+
+    #[test]
+    fn an_unreservable_pool_falls_back_to_on_demand() {
+        // 2^22 instances × 64 memories × (4 GiB + guard) of address space is far beyond the
+        // 128 TiB a 64-bit process can map: the pool cannot be reserved.
+        let opts = EngineOptions {
+            max_instances: 1 << 22,
+            on_demand: false,
+            memories_per_instance: 64,
+        };
+        let (engine, kind) = build_engine(&opts).unwrap();
+        assert_eq!(kind, AllocatorKind::OnDemand);
+        // and the engine compiles components
+        let empty_component = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        assert!(wasmtime::component::Component::new(&engine, empty_component).is_ok());
+    }
+}

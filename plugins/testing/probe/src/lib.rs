@@ -1,4 +1,4 @@
-//! The host test-suite's probe: exports all four handler interfaces (world `host`) and does
+//! The host test-suite's probe: exports every handler interface (world `host`) and does
 //! whatever its tenant config asks, so the host's tests can exercise every capability and
 //! every hostile behaviour without one plugin per case.
 //!
@@ -669,6 +669,13 @@ struct Probe;
 impl EventHandler for Probe {
     fn handle_event(ctx: Context, event: CallEvent) -> Result<(), PluginError> {
         handle_event(&WasmHost, &ctx, &event)
+    }
+}
+
+impl exports::pbx::plugin::event_batch_handler::Guest for Probe {
+    /// Each event as `handle-event` would take it; the batch itself is what the host tests.
+    fn handle_events(ctx: Context, events: Vec<CallEvent>) -> Vec<Result<(), PluginError>> {
+        events.iter().map(|e| handle_event(&WasmHost, &ctx, e)).collect()
     }
 }
 

@@ -19,26 +19,52 @@
 pub mod config;
 pub mod task;
 
+use std::collections::BTreeMap;
+
 use exports::pbx::plugin::settings_check::CheckItem;
 use pbx_plugin_sdk::log::Level;
-use pbx_plugin_sdk::{CallEvent, Context, EventKind, Host, PluginError, WasmHost};
+use pbx_plugin_sdk::{
+    Call, CallEvent, Context, Direction, EventKind, Host, PluginError, TransferKind, WasmHost,
+};
+use pbx_salesforce::client::CompositeRequest;
 use pbx_salesforce::matching::{self, Candidate, Match};
 use pbx_salesforce::search::{self, PhoneSearchScope};
-use pbx_salesforce::{Client, SfError};
-use serde_json::Value;
+use pbx_salesforce::{Client, RecordKind, SfError};
+use serde_json::{Value, json};
 
-use crate::config::LoggerConfig;
-use crate::task::CallType;
+use crate::config::{LoggerConfig, Timing};
+use crate::task::{CallType, Extras};
 
-pbx_plugin_sdk::generate!("event-plugin");
+pbx_plugin_sdk::generate!("batch-event-plugin");
 
 /// How long the call-id -> Task id link is kept: long enough for late memo and transcript
 /// updates of the same call (L-6).
 pub const TASK_KEY_TTL_SECS: u32 = 90 * 24 * 3600;
+/// How long a forwarding target's Salesforce user (or its absence) is cached.
+pub const USER_CACHE_TTL_SECS: u32 = 6 * 3600;
+/// Unknown numbers per SOSL search in a batch (keeps the search string well under limits).
+pub const SOSL_NUMBERS_PER_SEARCH: usize = 20;
+/// Records per sObject Collections request.
+pub const COLLECTION_SIZE: usize = 200;
+/// The longest transcript kept in state for re-rendering the Description.
+const TRANSCRIPT_STATE_CHARS: usize = 16_000;
 
-/// The plugin-state key linking a call to its Task.
+/// The plugin-state key linking a call to its Task: the Task id, or `pending:{attempt}`
+/// while it is being created (effectively-once, H-8).
 pub fn task_key(call_id: &str) -> String {
     format!("task:{call_id}")
+}
+
+fn case_key(call_id: &str) -> String {
+    format!("case:{call_id}")
+}
+
+fn memo_key(call_id: &str) -> String {
+    format!("memo:{call_id}")
+}
+
+fn transcript_key(call_id: &str) -> String {
+    format!("transcript:{call_id}")
 }
 
 /// Parses the settings; a bad one is a `config` error naming the field.
@@ -47,28 +73,136 @@ fn settings(ctx: &Context) -> Result<LoggerConfig, PluginError> {
 }
 
 /// Logs and converts a Salesforce error.
-fn fail(host: &impl Host, what: &str, e: SfError) -> PluginError {
+fn fail(host: &impl Host, call_id: &str, what: &str, e: SfError) -> PluginError {
     let pe = PluginError::from(e).context(what);
-    host.log(Level::Error, &pe.message);
+    host.log(Level::Error, &format!("call {call_id}: {}", pe.message));
     pe
+}
+
+/// Waits a little before retrying a locked row (a real pause only inside the component).
+fn pause(ms: u64) {
+    #[cfg(target_arch = "wasm32")]
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = ms;
+}
+
+/// What one event asks of the logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing (the reason goes to the log).
+    Skip(&'static str),
+    /// Create the call's Task of this type, unless it exists.
+    Create(CallType),
+    /// Update the call's Task (memo, transcript).
+    Update,
+}
+
+/// Decides what to do with an event (L-3, L-5, L-6).
+pub fn plan(cfg: &LoggerConfig, event: &CallEvent) -> Action {
+    let call = &event.call;
+    if call.direction == Direction::Internal {
+        return Action::Skip("internal (extension-to-extension) calls are not logged");
+    }
+    let Some(kind) = CallType::of(call) else {
+        return Action::Skip("not a logged call type");
+    };
+    let predictive_both = call
+        .predictive
+        .as_ref()
+        .is_some_and(|p| p.answered_by_callee && p.answered_by_agent);
+    match (event.kind, cfg.timing) {
+        (EventKind::MemoUpdated | EventKind::TranscriptUpdated, _) => Action::Update,
+        (EventKind::Ended, Timing::CallEnd) => Action::Create(kind),
+        (EventKind::Ended, Timing::CallStart) => {
+            if kind == CallType::Voicemail {
+                Action::Skip("voicemail is logged only with timing = call_end")
+            } else if predictive_both {
+                Action::Skip(
+                    "a predictive call answered by callee and agent is logged only with timing = call_end",
+                )
+            } else {
+                // Calls never answered (missed, automatic forwarding) are logged at their end;
+                // an answered call already has its Task from `answered`.
+                Action::Create(kind)
+            }
+        }
+        (EventKind::Answered, Timing::CallStart) => {
+            if call.predictive.is_some() {
+                Action::Skip("predictive calls are not logged at call start")
+            } else {
+                Action::Create(kind)
+            }
+        }
+        _ => Action::Skip("event not used with this timing"),
+    }
 }
 
 /// Handles one call event.
 pub fn handle_event(host: &impl Host, ctx: &Context, event: &CallEvent) -> Result<(), PluginError> {
     let cfg = settings(ctx)?;
-    let call = &event.call;
-    if event.kind != EventKind::Ended {
-        return Ok(());
-    }
-    let Some(kind) = CallType::of(call) else {
+    let call_id = &event.call.call_id;
+    let action = plan(&cfg, event);
+    if let Action::Skip(why) = action {
         host.log(
             Level::Debug,
-            &format!("call {}: internal call, not logged", call.call_id),
+            &format!("call {call_id}: {} not logged: {why}", event.kind.as_str()),
         );
         return Ok(());
+    }
+    let client = Client::new(host, cfg.salesforce.clone());
+    let result = match action {
+        Action::Create(kind) => create_one(&client, &cfg, ctx, event, kind),
+        Action::Update => update_task(&client, &cfg, ctx, event),
+        Action::Skip(_) => Ok(()),
     };
+    client.save_usage();
+    result
+}
+
+/// Looks a call's Task up by CallObject (a retry after a crash between create and remember).
+fn find_by_call_object(
+    client: &Client<&impl Host>,
+    call_ids: &[&str],
+) -> Result<BTreeMap<String, String>, SfError> {
+    let list: Vec<String> = call_ids
+        .iter()
+        .map(|c| format!("'{}'", search::escape_soql(c)))
+        .collect();
+    let soql = format!(
+        "SELECT Id, CallObject FROM Task WHERE CallObject IN ({}) ORDER BY CreatedDate ASC",
+        list.join(", ")
+    );
+    let found = client.query::<Value>(&soql)?;
+    let mut map = BTreeMap::new();
+    for r in &found.records {
+        if let (Some(id), Some(co)) = (
+            r.get("Id").and_then(Value::as_str),
+            r.get("CallObject").and_then(Value::as_str),
+        ) {
+            map.entry(co.to_string()).or_insert_with(|| id.to_string());
+        }
+    }
+    Ok(map)
+}
+
+/// Whether the Task may already exist without its id in state.
+fn maybe_created(ctx: &Context, marker: Option<&str>) -> bool {
+    ctx.attempt > 0 || marker.is_some_and(|m| m.starts_with("pending:"))
+}
+
+fn create_one(
+    client: &Client<&impl Host>,
+    cfg: &LoggerConfig,
+    ctx: &Context,
+    event: &CallEvent,
+    kind: CallType,
+) -> Result<(), PluginError> {
+    let host = *client.host();
+    let call = &event.call;
     let key = task_key(&call.call_id);
-    if let Some(existing) = host.state_get(&key)? {
+    let marker = host.state_get(&key)?;
+    if let Some(existing) = marker.as_deref().filter(|m| !m.starts_with("pending:")) {
         host.log(
             Level::Info,
             &format!(
@@ -78,38 +212,11 @@ pub fn handle_event(host: &impl Host, ctx: &Context, event: &CallEvent) -> Resul
         );
         return Ok(());
     }
-    let client = Client::new(host, cfg.salesforce.clone());
-    let result = log_call(&client, &cfg, ctx, event, kind, &key);
-    client.save_usage();
-    result
-}
-
-fn log_call(
-    client: &Client<&impl Host>,
-    cfg: &LoggerConfig,
-    ctx: &Context,
-    event: &CallEvent,
-    kind: CallType,
-    key: &str,
-) -> Result<(), PluginError> {
-    let host = *client.host();
-    let call = &event.call;
-    if ctx.attempt > 0 {
-        // A previous attempt may have created the Task and died before remembering it.
-        let soql = format!(
-            "SELECT Id FROM Task WHERE CallObject = '{}' ORDER BY CreatedDate DESC LIMIT 1",
-            search::escape_soql(&call.call_id)
-        );
-        let found = client
-            .query::<Value>(&soql)
-            .map_err(|e| fail(host, "looking for an earlier Task", e))?;
-        if let Some(id) = found
-            .records
-            .first()
-            .and_then(|r| r.get("Id"))
-            .and_then(Value::as_str)
-        {
-            host.state_set(key, id, Some(TASK_KEY_TTL_SECS))?;
+    if maybe_created(ctx, marker.as_deref()) {
+        let found = find_by_call_object(client, &[&call.call_id])
+            .map_err(|e| fail(host, &call.call_id, "looking for an earlier Task", e))?;
+        if let Some(id) = found.get(&call.call_id) {
+            host.state_set(&key, id, Some(TASK_KEY_TTL_SECS))?;
             host.log(
                 Level::Info,
                 &format!(
@@ -121,53 +228,326 @@ fn log_call(
         }
     }
     let number = task::other_party(call);
-    let found = find_record(client, cfg, call.crm_record_id.as_deref(), number)?;
-    match &found {
-        Some(m) => host.log(Level::Info, &format!("call {}: {}", call.call_id, m.reason)),
-        None => host.log(
-            Level::Info,
-            &format!(
-                "call {}: no Salesforce record has the number {number}; the Task is logged without a link",
-                call.call_id
-            ),
-        ),
-    }
-    let record = task::build_task(call, kind, found.as_ref(), cfg, event.occurred_at);
-    let id = client
-        .create("Task", &record)
-        .map_err(|e| fail(host, "creating the Task", e))?;
-    host.state_set(key, &id, Some(TASK_KEY_TTL_SECS))?;
+    let found = match known_match(host, cfg, call) {
+        Lookup::Found(m) => Some(m),
+        Lookup::NoNumber => None,
+        Lookup::Unknown => {
+            let records = sosl_search(client, cfg, &[number]).map_err(|e| {
+                fail(
+                    host,
+                    &call.call_id,
+                    "searching Salesforce for the caller",
+                    e,
+                )
+            })?;
+            choose_from(cfg, number, &records)
+        }
+    };
+    log_match(host, call, found.as_ref());
+    let owner = resolve_owner(client, cfg, call, kind)?;
+    let x = Extras {
+        matched: found.as_ref(),
+        memo: &event.memo,
+        transcript_text: event.transcript.as_ref().map(|t| t.text.as_str()),
+        transcript_summary: event.transcript.as_ref().and_then(|t| t.summary.as_deref()),
+    };
+    let mut record = task::build_task(call, kind, cfg, &x, owner.as_deref(), host.now_ms());
+    host.state_set(
+        &key,
+        &format!("pending:{}", ctx.attempt),
+        Some(TASK_KEY_TTL_SECS),
+    )?;
+    let id = if cfg.case_link {
+        let (case_id, task_id) =
+            create_with_case(client, cfg, call, kind, found.as_ref(), &mut record)?;
+        host.state_set(&case_key(&call.call_id), &case_id, Some(TASK_KEY_TTL_SECS))?;
+        task_id
+    } else {
+        client
+            .create("Task", &record)
+            .map_err(|e| fail(host, &call.call_id, "creating the Task", e))?
+    };
+    host.state_set(&key, &id, Some(TASK_KEY_TTL_SECS))?;
     host.log(
         Level::Info,
         &format!(
             "call {}: Task {id} created ({}); {} Salesforce request(s)",
             call.call_id,
-            kind.subject(cfg.language),
+            kind.key(),
             client.request_count()
         ),
     );
     Ok(())
 }
 
-/// Finds the record for the call (L-1): click-to-call id, else phone book, else SOSL.
-fn find_record(
+/// L-7: one composite request creates the call's Case and its Task linked to it
+/// (Task.WhatId = the Case, seed 000 「ケースと紐づけて活動履歴を作成」).
+fn create_with_case(
     client: &Client<&impl Host>,
     cfg: &LoggerConfig,
-    click_to_call: Option<&str>,
-    number: &str,
-) -> Result<Option<Match>, PluginError> {
+    call: &Call,
+    kind: CallType,
+    m: Option<&Match>,
+    record: &mut Value,
+) -> Result<(String, String), PluginError> {
     let host = *client.host();
-    if let Some(id) = click_to_call.map(str::trim).filter(|s| !s.is_empty()) {
+    let version = client
+        .config()
+        .version()
+        .map_err(|e| fail(host, &call.call_id, "creating the Case", e))?;
+    let mut case = serde_json::Map::new();
+    case.insert("Subject".into(), record["Subject"].clone());
+    case.insert("Description".into(), record["Description"].clone());
+    case.insert("Origin".into(), json!("Phone"));
+    case.insert("SuppliedPhone".into(), json!(task::other_party(call)));
+    if let Some(s) = &cfg.case_status {
+        case.insert("Status".into(), json!(s));
+    }
+    if let Some(owner) = record.get("OwnerId") {
+        case.insert("OwnerId".into(), owner.clone());
+    }
+    if let Some(m) = m {
+        match m.kind {
+            RecordKind::Contact | RecordKind::PersonAccount => {
+                if let Some(who) = &m.who_id {
+                    case.insert("ContactId".into(), json!(who));
+                }
+                if let Some(what) = &m.what_id {
+                    case.insert("AccountId".into(), json!(what));
+                }
+            }
+            RecordKind::Account => {
+                case.insert("AccountId".into(), json!(m.id));
+            }
+            _ => {}
+        }
+        if m.kind == RecordKind::Lead
+            && let Some(obj) = record.as_object_mut()
+        {
+            // A Task whose WhoId is a Lead cannot have a WhatId: the Case link wins.
+            obj.remove("WhoId");
+            host.log(
+                Level::Info,
+                &format!(
+                    "call {}: matched Lead {} is named in the Case; the Task links the Case only",
+                    call.call_id, m.id
+                ),
+            );
+        }
+    }
+    if let Some(obj) = record.as_object_mut() {
+        obj.insert("WhatId".into(), json!("@{case.id}"));
+    }
+    let requests = [
+        CompositeRequest {
+            method: "POST".into(),
+            url: format!("/services/data/{version}/sobjects/Case"),
+            reference_id: "case".into(),
+            body: Some(Value::Object(case)),
+        },
+        CompositeRequest {
+            method: "POST".into(),
+            url: format!("/services/data/{version}/sobjects/Task"),
+            reference_id: "task".into(),
+            body: Some(record.clone()),
+        },
+    ];
+    let answers = client
+        .composite(true, &requests)
+        .map_err(|e| fail(host, &call.call_id, "creating the Case and the Task", e))?;
+    let id_of = |reference: &str| -> Result<String, PluginError> {
+        let r = answers
+            .iter()
+            .find(|r| r.reference_id == reference)
+            .ok_or_else(|| {
+                PluginError::transient(format!("composite answer without {reference}"))
+            })?;
+        let body = r
+            .result()
+            .map_err(|e| fail(host, &call.call_id, &format!("creating the {reference}"), e))?;
+        body.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| PluginError::transient(format!("{reference} created without an id")))
+    };
+    let case_id = id_of("case")?;
+    let task_id = id_of("task")?;
+    host.log(
+        Level::Info,
+        &format!(
+            "call {}: Case {case_id} created ({}) and the Task linked to it",
+            call.call_id,
+            kind.key()
+        ),
+    );
+    Ok((case_id, task_id))
+}
+
+/// L-6: memo or transcript changed: PATCH the same Task.
+fn update_task(
+    client: &Client<&impl Host>,
+    cfg: &LoggerConfig,
+    ctx: &Context,
+    event: &CallEvent,
+) -> Result<(), PluginError> {
+    let host = *client.host();
+    let call = &event.call;
+    let marker = host.state_get(&task_key(&call.call_id))?;
+    let id = match marker.as_deref().filter(|m| !m.starts_with("pending:")) {
+        Some(id) => id.to_string(),
+        None => {
+            let _ = ctx;
+            let found = find_by_call_object(client, &[&call.call_id])
+                .map_err(|e| fail(host, &call.call_id, "looking for the call's Task", e))?;
+            match found.get(&call.call_id) {
+                Some(id) => {
+                    host.state_set(&task_key(&call.call_id), id, Some(TASK_KEY_TTL_SECS))?;
+                    id.clone()
+                }
+                None => {
+                    host.log(
+                        Level::Warn,
+                        &format!(
+                            "call {}: {} but the call has no Task (not logged); nothing to update",
+                            call.call_id,
+                            event.kind.as_str()
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
+    // What the Task says about memo and transcript: this event's, else the last one kept.
+    let memo: Vec<String> = if event.kind == EventKind::MemoUpdated {
+        let _ = pbx_plugin_sdk::state::set_json_in(
+            host,
+            &memo_key(&call.call_id),
+            &event.memo,
+            Some(TASK_KEY_TTL_SECS),
+        );
+        event.memo.clone()
+    } else {
+        pbx_plugin_sdk::state::get_json_in::<Vec<String>>(host, &memo_key(&call.call_id))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let transcript: (Option<String>, Option<String>) = match &event.transcript {
+        Some(t) if event.kind == EventKind::TranscriptUpdated => {
+            let kept = (
+                Some(
+                    t.text
+                        .chars()
+                        .take(TRANSCRIPT_STATE_CHARS)
+                        .collect::<String>(),
+                ),
+                t.summary.clone(),
+            );
+            let _ = pbx_plugin_sdk::state::set_json_in(
+                host,
+                &transcript_key(&call.call_id),
+                &kept,
+                Some(TASK_KEY_TTL_SECS),
+            );
+            (Some(t.text.clone()), t.summary.clone())
+        }
+        _ => pbx_plugin_sdk::state::get_json_in(host, &transcript_key(&call.call_id))
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    };
+    let kind = CallType::of(call).unwrap_or(CallType::Inbound);
+    let x = Extras {
+        matched: None,
+        memo: &memo,
+        transcript_text: transcript.0.as_deref(),
+        transcript_summary: transcript.1.as_deref(),
+    };
+    let (_, description) = task::texts(call, kind, cfg, &x);
+    let mut patch = serde_json::Map::new();
+    patch.insert("Description".into(), json!(description));
+    if let Some(f) = cfg.custom_fields.memo.as_deref().filter(|f| !f.is_empty())
+        && event.kind == EventKind::MemoUpdated
+    {
+        patch.insert(f.to_string(), json!(task::memo_value(&memo)));
+    }
+    let patch = Value::Object(patch);
+    let retries = cfg.lock_retries.unwrap_or(3);
+    let mut attempt = 0u8;
+    loop {
+        match client.update("Task", &id, &patch) {
+            Ok(()) => break,
+            Err(SfError::LockRow(m)) if attempt < retries => {
+                attempt += 1;
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "call {}: Task {id} is locked by another edit (UNABLE_TO_LOCK_ROW); retry {attempt}/{retries}",
+                        call.call_id
+                    ),
+                );
+                let _ = m;
+                pause(150 * u64::from(attempt));
+            }
+            Err(SfError::LockRow(m)) => {
+                let e = PluginError::transient(format!(
+                    "updating Task {id}: still locked after {retries} retries ({m}); the host will retry"
+                ))
+                .retry_after_ms(2_000);
+                host.log(
+                    Level::Warn,
+                    &format!("call {}: {}", call.call_id, e.message),
+                );
+                return Err(e);
+            }
+            Err(e) => return Err(fail(host, &call.call_id, &format!("updating Task {id}"), e)),
+        }
+    }
+    host.log(
+        Level::Info,
+        &format!(
+            "call {}: Task {id} updated ({}); {} Salesforce request(s)",
+            call.call_id,
+            event.kind.as_str(),
+            client.request_count()
+        ),
+    );
+    Ok(())
+}
+
+/// The outcome of matching without Salesforce.
+#[derive(Debug)]
+enum Lookup {
+    Found(Match),
+    /// No number worth searching (anonymous, an extension).
+    NoNumber,
+    /// The phone book does not know the number: search Salesforce.
+    Unknown,
+}
+
+/// Click-to-call, else the tenant's phone book (L-1, L-8: no Salesforce request).
+fn known_match(host: &impl Host, cfg: &LoggerConfig, call: &Call) -> Lookup {
+    if let Some(id) = call
+        .crm_record_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if search::is_salesforce_id(id) {
-            return Ok(Some(matching::click_to_call(id)));
+            return Lookup::Found(matching::click_to_call(id));
         }
         host.log(
             Level::Warn,
-            &format!("click-to-call record id {id:?} is not a Salesforce id; matching by number"),
+            &format!(
+                "call {}: click-to-call record id {id:?} is not a Salesforce id; matching by number",
+                call.call_id
+            ),
         );
     }
+    let number = task::other_party(call);
     if pbx_phone::normalize(number, &cfg.default_country).is_none() {
-        return Ok(None);
+        return Lookup::NoNumber;
     }
     match host.contacts_lookup(number) {
         Ok(entries) => {
@@ -176,32 +556,337 @@ fn find_record(
                 .filter_map(Candidate::from_phone_book)
                 .collect();
             if let Some(m) = matching::choose(number, &cfg.default_country, None, &candidates) {
-                return Ok(Some(Match {
+                return Lookup::Found(Match {
                     reason: format!("{} (phone book)", m.reason),
                     ..m
-                }));
+                });
             }
         }
         // The phone book only saves a search; without it, search Salesforce.
         Err(e) => host.log(Level::Warn, &format!("phone book look-up failed: {e:?}")),
     }
+    Lookup::Unknown
+}
+
+/// One SOSL search for several numbers: `FIND {a OR b OR …} IN PHONE FIELDS RETURNING …`.
+fn sosl_search(
+    client: &Client<&impl Host>,
+    cfg: &LoggerConfig,
+    numbers: &[&str],
+) -> Result<Vec<Value>, SfError> {
     let scope = PhoneSearchScope {
         person_accounts: cfg.person_accounts,
         ..Default::default()
     };
-    let Some(sosl) = search::phone_search_sosl(number, &cfg.default_country, scope) else {
-        return Ok(None);
+    let mut finds = Vec::new();
+    let mut returning = None;
+    for n in numbers {
+        if let Some(q) = search::phone_search_sosl(n, &cfg.default_country, scope)
+            && let Some(rest) = q.strip_prefix("FIND {")
+            && let Some((terms, tail)) = rest.split_once("} ")
+        {
+            for t in terms.split(" OR ") {
+                if !finds.iter().any(|f: &String| f == t) {
+                    finds.push(t.to_string());
+                }
+            }
+            returning.get_or_insert_with(|| tail.to_string());
+        }
+    }
+    let Some(tail) = returning else {
+        return Ok(Vec::new());
     };
-    let records = client
-        .search(&sosl)
-        .map_err(|e| fail(host, "searching Salesforce for the caller", e))?;
+    client.search(&format!("FIND {{{}}} {tail}", finds.join(" OR ")))
+}
+
+fn choose_from(cfg: &LoggerConfig, number: &str, records: &[Value]) -> Option<Match> {
     let candidates: Vec<Candidate> = records.iter().filter_map(Candidate::from_record).collect();
-    Ok(matching::choose(
-        number,
-        &cfg.default_country,
-        None,
-        &candidates,
-    ))
+    matching::choose(number, &cfg.default_country, None, &candidates)
+}
+
+fn log_match(host: &impl Host, call: &Call, m: Option<&Match>) {
+    match m {
+        Some(m) => host.log(Level::Info, &format!("call {}: {}", call.call_id, m.reason)),
+        None => host.log(
+            Level::Info,
+            &format!(
+                "call {}: no Salesforce record has the number {}; the Task is logged without a link",
+                call.call_id,
+                task::other_party(call)
+            ),
+        ),
+    }
+}
+
+/// OwnerId (L-4): for an automatic forwarding, the user whose Phone is the forwarding target
+/// (looked up once, cached in state); otherwise the agent's mapped user. `None`: the
+/// integration user (Salesforce's default owner).
+fn resolve_owner(
+    client: &Client<&impl Host>,
+    cfg: &LoggerConfig,
+    call: &Call,
+    kind: CallType,
+) -> Result<Option<String>, PluginError> {
+    let host = *client.host();
+    if kind == CallType::AutomaticForwarding {
+        let target = call
+            .transfer
+            .as_ref()
+            .filter(|t| t.kind == TransferKind::AutomaticForwarding)
+            .map(|t| t.target_number.as_str())
+            .unwrap_or_default();
+        let Some(e164) = pbx_phone::normalize(target, &cfg.default_country) else {
+            return Ok(None);
+        };
+        let key = format!("user-by-phone:{e164}");
+        if let Some(v) = host.state_get(&key)? {
+            return Ok(Some(v).filter(|v| v != "-"));
+        }
+        let users = client
+            .query_all::<Value>(
+                "SELECT Id, Phone FROM User WHERE IsActive = true AND Phone != null",
+                2000,
+            )
+            .map_err(|e| {
+                fail(
+                    host,
+                    &call.call_id,
+                    "looking up the forwarding target's user",
+                    e,
+                )
+            })?;
+        let found = users.iter().find_map(|u| {
+            let phone = u.get("Phone").and_then(Value::as_str)?;
+            pbx_phone::same_number(phone, target, &cfg.default_country)
+                .then(|| u.get("Id").and_then(Value::as_str).map(str::to_string))
+                .flatten()
+        });
+        host.state_set(
+            &key,
+            found.as_deref().unwrap_or("-"),
+            Some(USER_CACHE_TTL_SECS),
+        )?;
+        host.log(
+            Level::Info,
+            &match &found {
+                Some(id) => format!(
+                    "call {}: forwarded to {target}: Task owner is user {id} (Phone matches)",
+                    call.call_id
+                ),
+                None => format!(
+                    "call {}: forwarded to {target}: no user has that Phone; the integration user owns the Task",
+                    call.call_id
+                ),
+            },
+        );
+        return Ok(found);
+    }
+    Ok(call
+        .agent
+        .as_ref()
+        .and_then(|a| cfg.agent_user(a))
+        .map(str::to_string))
+}
+
+/// Handles several calls' events (L-8): matches from the phone book, one SOSL for every
+/// unknown number, ONE sObject Collections create for every new Task. One result per event.
+pub fn handle_events(
+    host: &impl Host,
+    ctx: &Context,
+    events: &[CallEvent],
+) -> Vec<Result<(), PluginError>> {
+    let cfg = match settings(ctx) {
+        Ok(c) => c,
+        Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+    };
+    if cfg.case_link || events.len() == 1 {
+        // A Case and its Task go together in one composite request per call.
+        return events.iter().map(|e| handle_event(host, ctx, e)).collect();
+    }
+    let client = Client::new(host, cfg.salesforce.clone());
+    let mut results: Vec<Result<(), PluginError>> = events.iter().map(|_| Ok(())).collect();
+    // (index, kind) of the events that create a Task.
+    let mut creates: Vec<(usize, CallType)> = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        match plan(&cfg, ev) {
+            Action::Skip(why) => host.log(
+                Level::Debug,
+                &format!(
+                    "call {}: {} not logged: {why}",
+                    ev.call.call_id,
+                    ev.kind.as_str()
+                ),
+            ),
+            Action::Update => results[i] = update_task(&client, &cfg, ctx, ev),
+            Action::Create(kind) => creates.push((i, kind)),
+        }
+    }
+    // Already logged, or possibly created by an earlier attempt.
+    let mut todo: Vec<(usize, CallType)> = Vec::new();
+    let mut check: Vec<(usize, CallType)> = Vec::new();
+    for (i, kind) in creates {
+        let call_id = &events[i].call.call_id;
+        match host.state_get(&task_key(call_id)) {
+            Ok(Some(v)) if !v.starts_with("pending:") => host.log(
+                Level::Info,
+                &format!("call {call_id}: already logged as Task {v}; nothing to do"),
+            ),
+            Ok(marker) if maybe_created(ctx, marker.as_deref()) => check.push((i, kind)),
+            Ok(_) => todo.push((i, kind)),
+            Err(e) => results[i] = Err(e.into()),
+        }
+    }
+    if !check.is_empty() {
+        let ids: Vec<&str> = check
+            .iter()
+            .map(|(i, _)| events[*i].call.call_id.as_str())
+            .collect();
+        match find_by_call_object(&client, &ids) {
+            Ok(found) => {
+                for (i, kind) in check {
+                    let call_id = &events[i].call.call_id;
+                    match found.get(call_id) {
+                        Some(id) => {
+                            if let Err(e) =
+                                host.state_set(&task_key(call_id), id, Some(TASK_KEY_TTL_SECS))
+                            {
+                                results[i] = Err(e.into());
+                            }
+                        }
+                        None => todo.push((i, kind)),
+                    }
+                }
+            }
+            Err(e) => {
+                let e = fail(host, "batch", "looking for earlier Tasks", e);
+                for (i, _) in check {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+    todo.sort_by_key(|(i, _)| *i);
+    // Matching: the phone book first; one SOSL for the numbers it does not know.
+    let mut matches: Vec<Option<Match>> = Vec::new();
+    let mut unknown: Vec<usize> = Vec::new();
+    for (n, (i, _)) in todo.iter().enumerate() {
+        match known_match(host, &cfg, &events[*i].call) {
+            Lookup::Found(m) => matches.push(Some(m)),
+            Lookup::NoNumber => matches.push(None),
+            Lookup::Unknown => {
+                matches.push(None);
+                unknown.push(n);
+            }
+        }
+    }
+    let mut failed: Vec<bool> = vec![false; todo.len()];
+    for chunk in unknown.chunks(SOSL_NUMBERS_PER_SEARCH) {
+        let numbers: Vec<&str> = chunk
+            .iter()
+            .map(|n| task::other_party(&events[todo[*n].0].call))
+            .collect();
+        match sosl_search(&client, &cfg, &numbers) {
+            Ok(records) => {
+                for n in chunk {
+                    let number = task::other_party(&events[todo[*n].0].call);
+                    matches[*n] = choose_from(&cfg, number, &records);
+                }
+            }
+            Err(e) => {
+                let e = fail(host, "batch", "searching Salesforce for the callers", e);
+                for n in chunk {
+                    results[todo[*n].0] = Err(e.clone());
+                    failed[*n] = true;
+                }
+            }
+        }
+    }
+    // The Task records.
+    let now = host.now_ms();
+    let mut records: Vec<(usize, Value)> = Vec::new();
+    for (n, (i, kind)) in todo.iter().enumerate() {
+        if failed[n] {
+            continue;
+        }
+        let ev = &events[*i];
+        log_match(host, &ev.call, matches[n].as_ref());
+        let owner = match resolve_owner(&client, &cfg, &ev.call, *kind) {
+            Ok(o) => o,
+            Err(e) => {
+                results[*i] = Err(e);
+                continue;
+            }
+        };
+        let x = Extras {
+            matched: matches[n].as_ref(),
+            memo: &ev.memo,
+            transcript_text: ev.transcript.as_ref().map(|t| t.text.as_str()),
+            transcript_summary: ev.transcript.as_ref().and_then(|t| t.summary.as_deref()),
+        };
+        let mut record = task::build_task(&ev.call, *kind, &cfg, &x, owner.as_deref(), now);
+        if let Some(o) = record.as_object_mut() {
+            o.insert("attributes".into(), json!({"type": "Task"}));
+        }
+        if let Err(e) = host.state_set(
+            &task_key(&ev.call.call_id),
+            &format!("pending:{}", ctx.attempt),
+            Some(TASK_KEY_TTL_SECS),
+        ) {
+            results[*i] = Err(e.into());
+            continue;
+        }
+        records.push((*i, record));
+    }
+    for chunk in records.chunks(COLLECTION_SIZE) {
+        let body: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        match client.collections_create(false, &body) {
+            Ok(saved) => {
+                for (n, (i, _)) in chunk.iter().enumerate() {
+                    let call_id = &events[*i].call.call_id;
+                    results[*i] = match saved.get(n) {
+                        Some(r) if r.success && r.id.is_some() => {
+                            let id = r.id.clone().unwrap_or_default();
+                            host.state_set(&task_key(call_id), &id, Some(TASK_KEY_TTL_SECS))
+                                .map_err(PluginError::from)
+                        }
+                        Some(r) => {
+                            let e = match r.errors.first() {
+                                Some(api) => {
+                                    pbx_salesforce::error::from_api_error(400, api.clone())
+                                }
+                                None => SfError::Protocol {
+                                    status: 200,
+                                    message: "a Task was not created and Salesforce gave no reason"
+                                        .into(),
+                                },
+                            };
+                            Err(fail(host, call_id, "creating the Task", e))
+                        }
+                        None => Err(PluginError::transient(
+                            "Salesforce answered fewer results than Tasks sent",
+                        )),
+                    };
+                }
+            }
+            Err(e) => {
+                let e = fail(host, "batch", "creating the Tasks", e);
+                for (i, _) in chunk {
+                    results[*i] = Err(e.clone());
+                }
+            }
+        }
+    }
+    host.log(
+        Level::Info,
+        &format!(
+            "batch of {} event(s): {} Task(s) sent in one collection request; {} Salesforce request(s)",
+            events.len(),
+            records.len(),
+            client.request_count()
+        ),
+    );
+    client.save_usage();
+    results
 }
 
 /// The Task fields the logger writes; each must exist and be creatable.
@@ -333,6 +1018,31 @@ pub fn check(host: &impl Host, ctx: &Context) -> Vec<CheckItem> {
                     message,
                 ));
             }
+            for (setting, name) in cfg.custom_fields.mapped() {
+                let (ok, message) = match d.field(name) {
+                    Some(f) if f.createable && f.updateable => {
+                        (true, format!("Task.{name} ({setting}) is writable"))
+                    }
+                    Some(_) => (
+                        false,
+                        format!(
+                            "Task.{name} ({setting}) is read-only for the integration user: grant edit access"
+                        ),
+                    ),
+                    None => (
+                        false,
+                        format!(
+                            "Task.{name} ({setting}) does not exist or is hidden from the integration user: create it on Activity or grant field-level access"
+                        ),
+                    ),
+                };
+                items.push(item(
+                    &format!("Task.{name}"),
+                    ok,
+                    (!ok).then_some(setting),
+                    message,
+                ));
+            }
             if let Some(status) = d.field("Status") {
                 let values: Vec<&str> = status
                     .picklist_values
@@ -354,15 +1064,59 @@ pub fn check(host: &impl Host, ctx: &Context) -> Vec<CheckItem> {
                 }
             }
         }
-        Err(e) => items.push(item(
-            "Task",
-            false,
-            None,
-            format!("cannot describe Task: {e}"),
-        )),
+        Err(e) => items.push(describe_failure("Task", e)),
+    }
+    if cfg.case_link {
+        match client.describe("Case") {
+            Ok(d) => {
+                let ok = d.createable;
+                items.push(item(
+                    "Case",
+                    ok,
+                    (!ok).then_some("case_link"),
+                    if ok {
+                        "the integration user can create Cases (case_link)".to_string()
+                    } else {
+                        "case_link is on but the integration user cannot create Cases: grant Create on Case".to_string()
+                    },
+                ));
+            }
+            Err(e) => items.push(describe_failure("Case", e)),
+        }
     }
     client.save_usage();
     items
+}
+
+fn describe_failure(object: &str, e: SfError) -> CheckItem {
+    match e {
+        SfError::Forbidden { code, message }
+            if code.contains("API_DISABLED") || code.contains("API_CURRENTLY_DISABLED") =>
+        {
+            item(
+                object,
+                false,
+                Some("username"),
+                format!(
+                    "the REST API is disabled for this user or org ({code}): enable \"API Enabled\" on the user's profile, or use an edition with API access ({message})"
+                ),
+            )
+        }
+        SfError::Forbidden { code, message } | SfError::NotFound { code, message } => item(
+            object,
+            false,
+            Some("username"),
+            format!(
+                "the integration user cannot use {object} ({code}: {message}): grant access to the object"
+            ),
+        ),
+        e => item(
+            object,
+            false,
+            None,
+            format!("cannot describe {object}: {e}"),
+        ),
+    }
 }
 
 /// The export; wasm32 only, because natively the export symbol names do not link.
@@ -372,6 +1126,12 @@ struct HistoryLogger;
 impl exports::pbx::plugin::event_handler::Guest for HistoryLogger {
     fn handle_event(ctx: Context, event: CallEvent) -> Result<(), PluginError> {
         handle_event(&WasmHost, &ctx, &event)
+    }
+}
+
+impl exports::pbx::plugin::event_batch_handler::Guest for HistoryLogger {
+    fn handle_events(ctx: Context, events: Vec<CallEvent>) -> Vec<Result<(), PluginError>> {
+        handle_events(&WasmHost, &ctx, &events)
     }
 }
 

@@ -186,7 +186,7 @@ fn a_retry_finds_the_task_an_earlier_attempt_created() {
     h.push_response(
         200,
         &[],
-        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000007AAA"}]}"#,
+        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000007AAA","CallObject":"1001"}]}"#,
     );
     let mut ctx = sample_context(CONFIG);
     ctx.attempt = 1;
@@ -350,4 +350,113 @@ fn settings_check_explains_a_bad_security_token() {
     let items = check(&h, &sample_context(r#"{"language":"fr"}"#));
     assert_eq!(items[0].name, "settings");
     assert_eq!(items[0].field.as_deref(), Some("language"));
+}
+
+fn ended(call_id: &str, number: &str) -> CallEvent {
+    let mut ev = sample_event(EventKind::Ended, Direction::Inbound);
+    ev.call.call_id = call_id.into();
+    ev.call.caller = number.into();
+    ev.event_id = format!("{call_id}-ended");
+    ev
+}
+
+#[test]
+fn a_batch_costs_one_search_and_one_collection_create() {
+    let h = host();
+    h.add_contact(Contact {
+        external_id: "Contact/003000000000009AAA".into(),
+        record_type: "Contact".into(),
+        name: "山田".into(),
+        company: None,
+        email: None,
+        phones: vec![Phone {
+            label: "Phone".into(),
+            number: "03-1111-0000".into(),
+        }],
+        account_id: None,
+        modified_at: Some(1),
+    });
+    token(&h);
+    h.push_response(
+        200,
+        &[],
+        json!({"searchRecords": [
+            {"attributes":{"type":"Lead"},"Id":"00Q000000000001AAA","Name":"L","Phone":"03-2222-0000","LastModifiedDate":"2024-01-01T00:00:00.000+0000"}
+        ]})
+        .to_string()
+        .as_bytes(),
+    );
+    h.push_response(
+        200,
+        &[],
+        json!([
+            {"id":"00T000000000001AAA","success":true,"errors":[]},
+            {"id":"00T000000000002AAA","success":true,"errors":[]},
+            {"success":false,"errors":[{"statusCode":"UNABLE_TO_LOCK_ROW","message":"locked","fields":[]}]}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    let mut internal = ended("c4", "202");
+    internal.call.direction = Direction::Internal;
+    let events = vec![
+        ended("c1", "0311110000"),
+        ended("c2", "+81322220000"),
+        ended("c3", "0333330000"),
+        internal,
+    ];
+    let results = handle_events(&h, &sample_context(CONFIG), &events);
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok());
+    assert_eq!(
+        results[2].as_ref().map_err(|e| e.kind),
+        Err(ErrorKind::Transient)
+    );
+    let reqs = h.requests();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "login, one SOSL for both unknown numbers, one create"
+    );
+    assert!(reqs[1].url.contains("search"));
+    assert!(reqs[1].url.contains("81322220000") && reqs[1].url.contains("81333330000"));
+    assert!(reqs[2].url.ends_with("/composite/sobjects"));
+    let body = sent_json(&h, 2);
+    let recs = body["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0]["WhoId"], "003000000000009AAA");
+    assert_eq!(recs[1]["WhoId"], "00Q000000000001AAA");
+    assert!(recs[2].get("WhoId").is_none());
+    assert_eq!(recs[0]["attributes"]["type"], "Task");
+    assert_eq!(
+        h.state_value("task:c1").as_deref(),
+        Some("00T000000000001AAA")
+    );
+    assert_eq!(h.state_value("task:c3").as_deref(), Some("pending:0"));
+}
+
+#[test]
+fn memo_update_patches_the_task_and_retries_a_locked_row() {
+    let h = host();
+    h.state_set("task:1001", "00T000000000001AAA", None)
+        .expect("state");
+    token(&h);
+    let locked = br#"[{"message":"unable to obtain exclusive access to this record","errorCode":"UNABLE_TO_LOCK_ROW","fields":[]}]"#;
+    h.push_response(400, &[], locked);
+    h.push_response(204, &[], b"");
+    let cfg = r#"{"username":"u@x","client_id":"C","custom_fields":{"memo":"Memo__c"}}"#;
+    let mut ev = sample_event(EventKind::MemoUpdated, Direction::Inbound);
+    ev.memo = vec!["A".into(), "B".into()];
+    handle_event(&h, &sample_context(cfg), &ev).expect("updated after one retry");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs[2].url.ends_with("/sobjects/Task/00T000000000001AAA"));
+    let patch = sent_json(&h, 2);
+    assert_eq!(patch["Memo__c"], "A;B");
+    // Still locked after every retry: transient, for the host to retry.
+    for _ in 0..4 {
+        h.push_response(400, &[], locked);
+    }
+    let e = handle_event(&h, &sample_context(cfg), &ev).expect_err("locked");
+    assert_eq!(e.kind, ErrorKind::Transient);
 }

@@ -15,6 +15,8 @@ use anyhow::{Context, bail};
 /// Every crate built as a component, with the world it targets noted in its own Cargo.toml.
 pub const PLUGIN_CRATES: &[&str] = &[
     "history-logger",
+    "ivr-greeting",
+    "case-creation",
     "probe-plugin",
     "minimal-plugin",
     "future-wit-plugin",

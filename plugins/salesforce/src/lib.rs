@@ -26,6 +26,7 @@ pub mod error;
 pub mod limits;
 pub mod matching;
 pub mod search;
+pub mod verify;
 
 /// `scheme://authority` of an absolute http(s) URL, without path, query or fragment; `None`
 /// for anything else. (A full URL parser would cost the component its IDNA tables.)

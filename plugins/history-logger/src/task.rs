@@ -510,6 +510,6 @@ mod tests {
         assert_eq!(t["Subject"], "着信");
         let d = t["Description"].as_str().expect("description");
         assert!(d.starts_with("着信\n相手番号: 03-1234-5678"), "{d}");
-        assert!(d.is_ascii() == false && !d.contains("matched"), "{d}");
+        assert!(!d.is_ascii() && !d.contains("matched"), "{d}");
     }
 }

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 /// Every crate built as a component, with the world it targets noted in its own Cargo.toml.
 pub const PLUGIN_CRATES: &[&str] = &[
     "history-logger",
+    "contact-import",
     "ivr-greeting",
     "case-creation",
     "probe-plugin",

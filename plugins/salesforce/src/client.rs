@@ -513,6 +513,47 @@ impl<H: Host> Client<H> {
     }
 }
 
+/// One record of the `deleted/` replication resource.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedRecord {
+    pub id: String,
+    #[serde(default)]
+    pub deleted_date: Option<String>,
+}
+
+/// The answer of `GET sobjects/{Type}/deleted/?start=&end=` (SALESFORCE-API.md, getDeleted).
+/// Salesforce ignores the seconds of `start` and `end` and covers only whole past minutes, so
+/// the next window must start at `latest_date_covered`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedResult {
+    #[serde(default)]
+    pub deleted_records: Vec<DeletedRecord>,
+    #[serde(default)]
+    pub earliest_date_available: Option<String>,
+    #[serde(default)]
+    pub latest_date_covered: Option<String>,
+}
+
+impl<H: Host> Client<H> {
+    /// Records of `sobject` deleted (or merged away) between `start` and `end` (dateTime
+    /// strings such as `2024-05-01T10:00:00Z`): the `deleted/` replication resource.
+    pub fn get_deleted(
+        &self,
+        sobject: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<DeletedResult, SfError> {
+        let path = format!(
+            "sobjects/{sobject}/deleted/?start={}&end={}",
+            encode(start),
+            encode(end)
+        );
+        Self::json(&self.send(Method::Get, &path, None)?)
+    }
+}
+
 /// Percent-encodes a query-string value.
 pub(crate) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -47,8 +47,8 @@ pub(crate) fn origin(url: &str) -> Option<String> {
 
 pub use auth::Session;
 pub use client::{
-    Client, CompositeEnvelope, CompositeRequest, CompositeResponse, Describe, GraphResult,
-    QueryResult, SaveResult,
+    Client, CompositeEnvelope, CompositeRequest, CompositeResponse, DeletedRecord, DeletedResult,
+    Describe, GraphResult, QueryResult, SaveResult,
 };
 pub use config::{AuthMethod, SalesforceConfig};
 pub use error::{ApiError, SfError};

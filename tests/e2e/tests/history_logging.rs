@@ -814,3 +814,53 @@ async fn effectively_once_on_retry() {
     let log = f.env.log_lines("acme").await;
     assert!(log.iter().any(|l| l.contains("already")), "{log:#?}");
 }
+
+/// L-8 batching through the host's rate-adaptive dispatch (`batch = { window_ms, max_events }`,
+/// the lead's host side): 10 calls per second for 3 s, every number known to the phone book.
+/// Target: at most 0.1 Salesforce API calls per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l8_batched_at_10_calls_per_second() {
+    let f = setup_with("", "batch = { window_ms = 1000, max_events = 200 }").await;
+    let numbers: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            (
+                format!("Contact/0030000000000{i:02}AAA"),
+                format!("03-5555-00{i:02}"),
+            )
+        })
+        .collect();
+    for (ext, number) in &numbers {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let e164 = format!("+81{}", &digits[1..]);
+        phone_book(
+            &f,
+            &[(ext, "Contact", &[("Phone", number, &e164)], None, 1)],
+        );
+    }
+    post_idle(
+        &f,
+        &event("ended", "warm", "inbound", "0399999999", json!({})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    f.org.reset_counters();
+    for (i, (_, number)) in numbers.iter().enumerate() {
+        post(
+            &f,
+            &event("ended", &format!("b{i}"), "inbound", number, json!({})),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.env.wait_idle().await;
+    for i in 0..30 {
+        task_of(&f, &format!("b{i}")).await;
+    }
+    let calls = f.org.api_calls();
+    println!("l8_batched: {calls} API calls for 30 calls at 10/s");
+    assert!(
+        calls <= 3,
+        "at most 0.1 API calls per call: {calls} for 30 calls: {:#?}",
+        f.org.request_log()
+    );
+}

@@ -625,21 +625,27 @@ async fn c4_sync_interval_from_tenant_config() {
         "Contact",
         json!({"LastName": "First", "Phone": "03-6666-0001"}),
     );
-    // acme syncs every 2 s, globex keeps the plugin's default (86,400 s).
-    let env = TestEnv::start(
-        &toml(&[
+    // acme syncs every 2 s, globex keeps the plugin's default (86,400 s). The scheduler is
+    // held off until the secrets are set, then both are made due.
+    let env = start(
+        &sf.base_url(),
+        &[
             (
                 "acme",
                 r#", objects = ["Contact"]"#,
                 "schedules = { sync = 2 }",
             ),
             ("globex", r#", objects = ["Contact"]"#, ""),
-        ]),
-        &sf.base_url(),
+        ],
     )
     .await;
-    set_credentials(&env, "acme", "pw-secret-1", "TOKENSECRET").await;
-    set_credentials(&env, "globex", "pw-secret-1", "TOKENSECRET").await;
+    let long_ago = Utc::now().timestamp_millis() - 2 * 86_400_000;
+    for tenant in ["acme", "globex"] {
+        env.host
+            .storage()
+            .schedule_mark_run(tenant, PLUGIN, "sync", long_ago)
+            .expect("mark run");
+    }
 
     let wait_for = |tenant: &'static str, e164: &'static str| {
         let env = &env;
@@ -654,7 +660,7 @@ async fn c4_sync_interval_from_tenant_config() {
             false
         }
     };
-    // The scheduler runs both by itself (the first run may have met missing secrets).
+    // The scheduler runs both by itself.
     assert!(
         wait_for("acme", "+81366660001").await,
         "{:#?}",

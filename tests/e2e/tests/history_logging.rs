@@ -715,36 +715,68 @@ async fn l7_case_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l8_known_number_costs_one_call() {
     let f = setup("").await;
+    // What the contact-import plugin would have put in the phone book: real records.
+    let account = f.org.insert("Account", json!({"Name": "A"}));
+    let older = f.org.insert(
+        "Contact",
+        json!({"LastName": "Old", "Phone": "03-1234-5678", "AccountId": account}),
+    );
+    let newer = f.org.insert(
+        "Contact",
+        json!({"LastName": "New", "MobilePhone": "0312345678"}),
+    );
+    let lead = f.org.insert(
+        "Lead",
+        json!({"LastName": "L", "Company": "C", "Phone": "03-1234-5678"}),
+    );
+    let (e1, e2, e3) = (
+        format!("Contact/{older}"),
+        format!("Contact/{newer}"),
+        format!("Lead/{lead}"),
+    );
     phone_book(
         &f,
         &[
             (
-                "Contact/003000000000001AAA",
+                &e1,
                 "Contact",
                 &[("Phone", "03-1234-5678", "+81312345678")],
-                Some("001000000000001AAA"),
+                Some(&account),
                 1000,
             ),
             (
-                "Contact/003000000000002AAA",
+                &e2,
                 "Contact",
                 &[("MobilePhone", "0312345678", "+81312345678")],
                 None,
                 2000,
             ),
             (
-                "Lead/00Q000000000001AAA",
+                &e3,
                 "Lead",
                 &[("Phone", "03-1234-5678", "+81312345678")],
                 None,
                 3000,
+            ),
+            (
+                &e1.replace("Contact/", "Contact/x"),
+                "Contact",
+                &[("Phone", "0355550000", "+81355550000")],
+                None,
+                1,
             ),
         ],
     );
     // Warm the session.
     post_idle(
         &f,
-        &event("ended", "w1", "inbound", "0399999999", json!({})),
+        &event(
+            "ended",
+            "w1",
+            "inbound",
+            "0355550000",
+            json!({"crm_record_id": older}),
+        ),
     )
     .await;
     f.org.reset_counters();
@@ -759,9 +791,19 @@ async fn l8_known_number_costs_one_call() {
         "only the Task create: {:#?}",
         f.org.request_log()
     );
-    // The records live in the phone book only, so the stand-in stores the ids as given.
     let t = task_of(&f, "k1").await;
-    assert_eq!(t["WhoId"], "003000000000002AAA", "newest Contact");
+    assert_eq!(
+        t["WhoId"],
+        json!(newer),
+        "the newest of several matching Contacts"
+    );
+    let log = f.env.log_lines("acme").await;
+    assert!(
+        log.iter().any(
+            |l| l.contains("2 Contacts matched, the newest chosen") && l.contains("phone book")
+        ),
+        "{log:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,7 +860,11 @@ async fn effectively_once_on_retry() {
 /// L-8 batching through the host's rate-adaptive dispatch (`batch = { window_ms, max_events }`,
 /// the lead's host side): 10 calls per second for 3 s, every number known to the phone book.
 /// Target: at most 0.1 Salesforce API calls per call.
+///
+/// BATCHING: waits for the lead's host side (`batch` in plugins.toml and the batch dispatch);
+/// the host at HEAD refuses the `batch` key. Run with `--ignored` once `git log host/` shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the host's batch dispatch (lead, in progress)"]
 async fn l8_batched_at_10_calls_per_second() {
     let f = setup_with("", "batch = { window_ms = 1000, max_events = 200 }").await;
     let numbers: Vec<(String, String)> = (0..30)

@@ -61,6 +61,25 @@ pub struct PluginDecl {
     /// Per-invocation limits; unset ones take the host defaults.
     #[serde(default)]
     pub limits: LimitsDecl,
+    /// Batched delivery for plugins that export `event-batch-handler`: when a tenant's
+    /// events for this plugin arrive faster than `window_ms`, they are handed over together.
+    #[serde(default)]
+    pub batch: Option<BatchDecl>,
+}
+
+/// Batched delivery settings.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDecl {
+    /// At most one dispatch per window per tenant; what arrives in between waits for it.
+    pub window_ms: u64,
+    /// Events per batch at most.
+    #[serde(default = "default_max_events")]
+    pub max_events: u32,
+}
+
+fn default_max_events() -> u32 {
+    200
 }
 
 /// Capabilities granted to a plugin. Deny by default.
@@ -157,6 +176,9 @@ pub struct TenantPluginDecl {
     /// Schedule name -> interval in seconds, overriding the plugin's default.
     #[serde(default)]
     pub schedules: BTreeMap<String, u64>,
+    /// The tenant's batch window, overriding the plugin's (0 turns batching off).
+    #[serde(default)]
+    pub batch_window_ms: Option<u64>,
 }
 
 fn yes() -> bool {

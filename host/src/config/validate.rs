@@ -298,6 +298,15 @@ fn validate_plugin(field: &str, p: &PluginDecl, at: &Locator<'_>, errors: &mut V
             ));
         }
     }
+    if let Some(b) = &p.batch
+        && (b.max_events == 0 || b.max_events > 1000 || b.window_ms > 600_000)
+    {
+        errors.push(at.error(
+            None,
+            &format!("{field}.batch"),
+            "max_events is 1 to 1000 and window_ms at most 600000".into(),
+        ));
+    }
     if let Err((name, msg)) = crate::runtime::Limits::from_decl(&p.limits) {
         errors.push(at.error(None, &format!("{field}.limits.{name}"), msg));
     }

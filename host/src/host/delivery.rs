@@ -6,6 +6,7 @@
 //! across retries. Failures are retried with exponential backoff and jitter until the retry
 //! horizon; then the delivery is dead-lettered (visible and replayable by the tenant admin).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::Host;
 use crate::clock::now_ms;
 use crate::events::{CallEvent, InvalidEvent};
 use crate::runtime::bindings::types::ErrorKind;
-use crate::runtime::{Call, InvocationError};
+use crate::runtime::{Call, CallOutput, InvocationError};
 use crate::store::{Delivery, NewDelivery};
 
 /// What ingest acknowledges.
@@ -107,34 +108,100 @@ impl Host {
     }
 }
 
+/// Queue rows being delivered now, and rows whose delivery finished since the loop last read
+/// the queue. A row that finishes between the loop's read and its dispatch would otherwise be
+/// dispatched a second time from the stale read.
+#[derive(Default)]
+pub struct InFlight {
+    pub running: std::collections::HashSet<i64>,
+    finished: std::collections::HashSet<i64>,
+}
+
 /// The delivery loop.
 pub(super) async fn run(host: Host) {
     let workers = Arc::new(Semaphore::new(host.inner.opts.delivery_workers.max(1)));
+    // When each (tenant, plugin) with batching last had something dispatched.
+    let mut last_dispatch: HashMap<(String, String), i64> = HashMap::new();
     loop {
         if host.inner.shutdown.is_triggered() {
             return;
         }
-        let due = match host.storage().due(now_ms(), 256) {
+        // Forget what finished before this read: the read no longer returns it.
+        lock(&host.inner.in_flight).finished.clear();
+        let now = now_ms();
+        let due = match host.storage().due(now, 1024) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("delivery queue unavailable: {e}");
                 Vec::new()
             }
         };
+        let registry = host.registry();
+        let mut work: Vec<Vec<Delivery>> = Vec::new();
+        let mut batches: BTreeMap<(String, String), Vec<Delivery>> = BTreeMap::new();
+        {
+            let in_flight = lock(&host.inner.in_flight);
+            for d in due {
+                if in_flight.running.contains(&d.id) || in_flight.finished.contains(&d.id) {
+                    continue;
+                }
+                if batch_settings(&host, &registry, &d.tenant, &d.plugin).is_some() {
+                    batches
+                        .entry((d.tenant.clone(), d.plugin.clone()))
+                        .or_default()
+                        .push(d);
+                } else {
+                    work.push(vec![d]);
+                }
+            }
+        }
+        // Rate-adaptive batching: dispatch a tenant's waiting events once a window has passed
+        // since its last dispatch (so a lone call goes at once), or when a batch is full.
+        let mut next_wake = 250i64;
+        for (key, mut waiting) in batches {
+            let Some((window, max)) = batch_settings(&host, &registry, &key.0, &key.1) else {
+                continue;
+            };
+            let since = last_dispatch.get(&key).map_or(i64::MAX, |at| now - at);
+            if since >= window || waiting.len() >= max {
+                while !waiting.is_empty() {
+                    let rest = waiting.split_off(waiting.len().min(max));
+                    work.push(std::mem::replace(&mut waiting, rest));
+                }
+                last_dispatch.insert(key, now);
+            } else {
+                next_wake = next_wake.min(window - since);
+            }
+        }
+        last_dispatch.retain(|_, at| now - *at < 600_000);
         let mut started = 0;
-        for d in due {
+        for group in work {
             let Ok(permit) = workers.clone().acquire_owned().await else {
                 return;
             };
-            if host.inner.shutdown.is_triggered() || !lock(&host.inner.in_flight).insert(d.id) {
-                continue;
+            if host.inner.shutdown.is_triggered() {
+                return;
+            }
+            {
+                let mut in_flight = lock(&host.inner.in_flight);
+                if group.iter().any(|d| {
+                    in_flight.running.contains(&d.id) || in_flight.finished.contains(&d.id)
+                }) {
+                    continue;
+                }
+                in_flight.running.extend(group.iter().map(|d| d.id));
             }
             started += 1;
             let host = host.clone();
             tokio::spawn(async move {
-                let id = d.id;
-                deliver(&host, d).await;
-                lock(&host.inner.in_flight).remove(&id);
+                let ids: Vec<i64> = group.iter().map(|d| d.id).collect();
+                deliver(&host, group).await;
+                let mut in_flight = lock(&host.inner.in_flight);
+                for id in ids {
+                    in_flight.running.remove(&id);
+                    in_flight.finished.insert(id);
+                }
+                drop(in_flight);
                 drop(permit);
                 host.inner.wake.notify_one();
             });
@@ -142,11 +209,37 @@ pub(super) async fn run(host: Host) {
         if started == 0 {
             tokio::select! {
                 _ = host.inner.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(next_wake.clamp(5, 250) as u64)) => {}
                 _ = host.inner.shutdown.wait() => return,
             }
         }
     }
+}
+
+/// (window, max events) when this tenant's plugin gets batched deliveries.
+fn batch_settings(
+    host: &Host,
+    registry: &super::Registry,
+    tenant: &str,
+    plugin: &str,
+) -> Option<(i64, usize)> {
+    let p = registry.plugins.get(plugin)?;
+    let decl = p.decl.batch?;
+    if !p
+        .component
+        .as_ref()
+        .is_ok_and(|c| c.exports.batch.is_some())
+    {
+        return None;
+    }
+    let _ = host;
+    let window = registry
+        .tenants
+        .get(tenant)
+        .and_then(|t| t.decl.plugins.get(plugin))
+        .and_then(|tp| tp.get_ref().batch_window_ms)
+        .unwrap_or(decl.window_ms);
+    (window > 0).then_some((window as i64, decl.max_events.max(1) as usize))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,58 +253,116 @@ fn backoff_ms(attempts: u32) -> i64 {
     base + jitter
 }
 
-async fn deliver(host: &Host, d: Delivery) {
+/// Deliver one event (a group of one) or a batch (one event per call) to one plugin.
+async fn deliver(host: &Host, group: Vec<Delivery>) {
     let storage = host.storage();
-    let fail = |msg: &str| {
-        if let Err(e) = storage.dead_letter(d.id, msg) {
-            tracing::error!("cannot dead-letter delivery {}: {e}", d.id);
+    let Some(first) = group.first() else { return };
+    let (tenant_id, plugin_id) = (first.tenant.clone(), first.plugin.clone());
+    let dead_all = |msg: &str| {
+        for d in &group {
+            if let Err(e) = storage.dead_letter(d.id, msg) {
+                tracing::error!("cannot dead-letter delivery {}: {e}", d.id);
+            }
         }
-    };
-    let event: CallEvent = match serde_json::from_str(&d.payload) {
-        Ok(e) => e,
-        Err(e) => return fail(&format!("stored event is unreadable: {e}")),
     };
     let registry = host.registry();
     let (Some(tenant), Some(plugin)) = (
-        registry.tenants.get(&d.tenant),
-        registry.plugins.get(&d.plugin),
+        registry.tenants.get(&tenant_id),
+        registry.plugins.get(&plugin_id),
     ) else {
-        return fail("the tenant or plugin is no longer configured");
+        return dead_all("the tenant or plugin is no longer configured");
     };
-    let (enabled, config) = match host.effective(&registry, &d.tenant, &d.plugin) {
+    let (enabled, config) = match host.effective(&registry, &tenant_id, &plugin_id) {
         Ok(x) => x,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return dead_all(&e.to_string()),
     };
     if !enabled {
-        // Disabled after the event was accepted: the tenant asked for no more work.
-        let _ = storage.complete(d.id);
+        // Disabled after the events were accepted: the tenant asked for no more work.
+        for d in &group {
+            let _ = storage.complete(d.id);
+        }
         return;
     }
     let component = match &plugin.component {
         Ok(c) => c,
         Err(e) => {
-            // Not loadable now; a fixed component may be reloaded, so keep it queued.
-            let _ = storage.reschedule(d.id, now_ms() + backoff_ms(d.attempts), e);
+            // Not loadable now; a fixed component may be reloaded, so keep them queued.
+            for d in &group {
+                let _ = storage.reschedule(d.id, now_ms() + backoff_ms(d.attempts), e);
+            }
             return;
         }
     };
+    let mut events = Vec::with_capacity(group.len());
+    let mut ready = Vec::with_capacity(group.len());
+    for d in group {
+        match serde_json::from_str::<CallEvent>(&d.payload) {
+            Ok(e) => {
+                let id = e.event_id.clone().unwrap_or_default();
+                events.push(e.to_wit(&id));
+                ready.push(d);
+            }
+            Err(e) => {
+                let _ = storage.dead_letter(d.id, &format!("stored event is unreadable: {e}"));
+            }
+        }
+    }
+    if ready.is_empty() {
+        return;
+    }
     let (scope, mut ctx) = host.scope(tenant, plugin, config);
-    ctx.attempt = d.attempts;
-    let event_id = event.event_id.clone().unwrap_or_default();
-    let report = host
-        .inner
-        .runtime
-        .invoke(component, scope, ctx, Call::Event(event.to_wit(&event_id)))
-        .await;
-    let now = now_ms();
-    let horizon = host
-        .registry()
+    ctx.attempt = ready.iter().map(|d| d.attempts).max().unwrap_or(0);
+    let call = if events.len() == 1 {
+        Call::Event(events.remove(0))
+    } else {
+        Call::Batch(events)
+    };
+    let report = host.inner.runtime.invoke(component, scope, ctx, call).await;
+    let horizon = registry
         .file
         .host
         .retry_horizon_seconds
         .map_or(DEFAULT_HORIZON_MS, |s| (s as i64).saturating_mul(1000));
+    match report.outcome {
+        Ok(CallOutput::Batch(results)) => {
+            for (d, r) in ready.iter().zip(results) {
+                let outcome = r
+                    .map(|()| CallOutput::Done)
+                    .map_err(|e| InvocationError::Plugin {
+                        kind: e.kind,
+                        message: e.message,
+                        retry_after_ms: e.retry_after_ms,
+                    });
+                record(host, d, outcome, horizon);
+            }
+        }
+        other => {
+            for d in &ready {
+                record(host, d, other.clone_outcome(), horizon);
+            }
+        }
+    }
+}
+
+trait CloneOutcome {
+    fn clone_outcome(&self) -> Result<CallOutput, InvocationError>;
+}
+
+impl CloneOutcome for Result<CallOutput, InvocationError> {
+    fn clone_outcome(&self) -> Result<CallOutput, InvocationError> {
+        match self {
+            Ok(_) => Ok(CallOutput::Done),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// What happens to one delivery after its invocation.
+fn record(host: &Host, d: &Delivery, outcome: Result<CallOutput, InvocationError>, horizon: i64) {
+    let storage = host.storage();
+    let now = now_ms();
     let expired = now - d.created_at >= horizon;
-    let result = match report.outcome {
+    let result = match outcome {
         Ok(_) => storage.complete(d.id),
         Err(InvocationError::Plugin {
             kind: ErrorKind::Permanent | ErrorKind::Config,

@@ -80,8 +80,8 @@ pub(crate) struct Inner {
     pub invocation_seq: AtomicU64,
     pub config_stamp: RwLock<Option<std::time::SystemTime>>,
     pub operator_digest: Option<String>,
-    /// Deliveries being invoked now (queue row ids).
-    pub in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Deliveries being invoked now, and those finished since the delivery loop last looked.
+    pub in_flight: std::sync::Mutex<delivery::InFlight>,
 }
 
 /// A running host. Cheap to clone.
@@ -254,6 +254,7 @@ impl Host {
                 .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .running
                 .len();
             if running == 0 || tokio::time::Instant::now() >= deadline {
                 return running;

@@ -11,7 +11,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::pbx::plugin::{event_handler, ivr_handler, scheduled, settings_check};
+pub use exports::pbx::plugin::{
+    event_batch_handler, event_handler, ivr_handler, scheduled, settings_check,
+};
 pub use pbx::plugin::{contacts, http, log, secrets, state, types};
 
 /// The version of the WIT package this host serves (and every semver-compatible one).

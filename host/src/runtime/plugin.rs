@@ -9,7 +9,8 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::bindings::{
-    self, Host_ as HostWorld, event_handler, ivr_handler, scheduled, settings_check, types,
+    self, Host_ as HostWorld, event_batch_handler, event_handler, ivr_handler, scheduled,
+    settings_check, types,
 };
 use super::compile_cache::{CompileCache, LoadSource};
 use super::cpu::{CpuMeter, Metered};
@@ -52,6 +53,7 @@ pub enum LoadError {
 #[derive(Clone, Default)]
 pub struct Exports {
     pub event: Option<event_handler::GuestIndices>,
+    pub batch: Option<event_batch_handler::GuestIndices>,
     pub ivr: Option<ivr_handler::GuestIndices>,
     pub scheduled: Option<scheduled::GuestIndices>,
     pub settings: Option<settings_check::GuestIndices>,
@@ -63,6 +65,9 @@ impl Exports {
         let mut v = Vec::new();
         if self.event.is_some() {
             v.push("event-handler");
+        }
+        if self.batch.is_some() {
+            v.push("event-batch-handler");
         }
         if self.ivr.is_some() {
             v.push("ivr-handler");
@@ -89,6 +94,8 @@ pub struct LoadedComponent {
 /// What to call.
 pub enum Call {
     Event(types::CallEvent),
+    /// Several calls' events at once (the plugin exports `event-batch-handler`).
+    Batch(Vec<types::CallEvent>),
     Ivr(ivr_handler::IvrRequest),
     Scheduled(String),
     Check,
@@ -98,6 +105,7 @@ impl Call {
     fn export_name(&self) -> &'static str {
         match self {
             Call::Event(_) => "event-handler",
+            Call::Batch(_) => "event-batch-handler",
             Call::Ivr(_) => "ivr-handler",
             Call::Scheduled(_) => "scheduled",
             Call::Check => "settings-check",
@@ -109,6 +117,8 @@ impl Call {
 #[derive(Debug)]
 pub enum CallOutput {
     Done,
+    /// One result per event of a batch, in order.
+    Batch(Vec<Result<(), types::PluginError>>),
     Ivr(ivr_handler::IvrDecision),
     Check(Vec<settings_check::CheckItem>),
 }
@@ -242,6 +252,7 @@ impl Runtime {
             })?;
         let exports = Exports {
             event: event_handler::GuestIndices::new(&pre).ok(),
+            batch: event_batch_handler::GuestIndices::new(&pre).ok(),
             ivr: ivr_handler::GuestIndices::new(&pre).ok(),
             scheduled: scheduled::GuestIndices::new(&pre).ok(),
             settings: settings_check::GuestIndices::new(&pre).ok(),
@@ -384,6 +395,7 @@ async fn call_export(
     // Check before instantiating: a call the plugin cannot take costs nothing.
     let exported = match &call {
         Call::Event(_) => exports.event.is_some(),
+        Call::Batch(_) => exports.batch.is_some(),
         Call::Ivr(_) => exports.ivr.is_some(),
         Call::Scheduled(_) => exports.scheduled.is_some(),
         Call::Check => exports.settings.is_some(),
@@ -413,6 +425,32 @@ async fn call_export(
                 Ok(()) => Ok(CallOutput::Done),
                 Err(e) => Err(plugin_error(e, return_limit)),
             }
+        }
+        Call::Batch(events) => {
+            let g = exports
+                .batch
+                .as_ref()
+                .ok_or_else(not_exported)?
+                .load(&mut *store, &instance)?;
+            let results = g.call_handle_events(&mut *store, ctx, &events).await?;
+            let size: usize = results
+                .iter()
+                .map(|r| r.as_ref().err().map_or(0, |e| e.message.len()))
+                .sum();
+            if size as u64 > return_limit {
+                return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
+                    size: size as u64,
+                    limit: return_limit,
+                }));
+            }
+            if results.len() != events.len() {
+                return Err(CallFailure::Known(InvocationError::Trap(format!(
+                    "the plugin returned {} results for a batch of {} events",
+                    results.len(),
+                    events.len()
+                ))));
+            }
+            Ok(CallOutput::Batch(results))
         }
         Call::Ivr(req) => {
             let g = exports

@@ -527,6 +527,22 @@ fn handle_event(host: &impl Host, ctx: &Context, event: &CallEvent) -> Result<()
         return Err(PluginError::config(format!("unknown attack {name}")));
     };
     let size = usize::try_from(get_u64(&config, "size", 0)).unwrap_or(usize::MAX);
+    // Every delivery is visible in the tenant log, in the order the plugin saw it (the host's
+    // ordering and batching tests read these lines).
+    host.log(
+        Level::Info,
+        &format!(
+            "probe: received {} {:?} attempt {}",
+            event.call.call_id, event.kind, ctx.attempt
+        ),
+    );
+    // `fail_attempts: n` fails transiently until the host has retried n times.
+    if u64::from(ctx.attempt) < get_u64(&config, "fail_attempts", 0) {
+        return Err(PluginError::transient(format!(
+            "probe: failing attempt {}",
+            ctx.attempt
+        )));
+    }
     match attack {
         Attack::None => {
             host.log(Level::Debug, &format!("probe: event {} ok", event.event_id));
@@ -675,7 +691,10 @@ impl EventHandler for Probe {
 impl exports::pbx::plugin::event_batch_handler::Guest for Probe {
     /// Each event as `handle-event` would take it; the batch itself is what the host tests.
     fn handle_events(ctx: Context, events: Vec<CallEvent>) -> Vec<Result<(), PluginError>> {
-        events.iter().map(|e| handle_event(&WasmHost, &ctx, e)).collect()
+        events
+            .iter()
+            .map(|e| handle_event(&WasmHost, &ctx, e))
+            .collect()
     }
 }
 

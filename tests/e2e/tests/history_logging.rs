@@ -861,18 +861,20 @@ async fn effectively_once_on_retry() {
 /// the lead's host side): 10 calls per second for 3 s, every number known to the phone book.
 /// Target: at most 0.1 Salesforce API calls per call.
 ///
-/// BATCHING: waits for the lead's host side (`batch` in plugins.toml and the batch dispatch);
-/// the host at HEAD refuses the `batch` key. Run with `--ignored` once `git log host/` shows it.
+/// A 2 s window: at 10 calls/s one Collections request carries about 20 calls (a 1 s window
+/// would sit exactly at the 0.1 target with no margin for the dispatch loop's slack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the host's batch dispatch (lead, in progress)"]
 async fn l8_batched_at_10_calls_per_second() {
-    let f = setup_with("", "batch = { window_ms = 1000, max_events = 200 }").await;
-    let numbers: Vec<(String, String)> = (0..30)
+    let f = setup_with("", "batch = { window_ms = 2000, max_events = 200 }").await;
+    // Real Contacts in the org, known to the phone book under their real ids.
+    let numbers: Vec<(String, String)> = (0..60)
         .map(|i| {
-            (
-                format!("Contact/0030000000000{i:02}AAA"),
-                format!("03-5555-00{i:02}"),
-            )
+            let number = format!("03-5555-{i:04}");
+            let id = f.org.insert(
+                "Contact",
+                json!({"LastName": format!("Caller {i}"), "Phone": number}),
+            );
+            (format!("Contact/{id}"), number)
         })
         .collect();
     for (ext, number) in &numbers {
@@ -899,14 +901,14 @@ async fn l8_batched_at_10_calls_per_second() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     f.env.wait_idle().await;
-    for i in 0..30 {
+    for i in 0..60 {
         task_of(&f, &format!("b{i}")).await;
     }
     let calls = f.org.api_calls();
-    println!("l8_batched: {calls} API calls for 30 calls at 10/s");
+    println!("l8_batched: {calls} API calls for 60 calls at 10/s");
     assert!(
-        calls <= 3,
-        "at most 0.1 API calls per call: {calls} for 30 calls: {:#?}",
+        calls <= 6,
+        "at most 0.1 API calls per call: {calls} for 60 calls: {:#?}",
         f.org.request_log()
     );
 }

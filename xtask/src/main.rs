@@ -6,6 +6,9 @@
 //!   local Salesforce stand-in, a day of calls played through it, a summary of what landed.
 //! - `cargo xtask test`: the plugins, then every test of the workspace.
 //! - `cargo xtask ci`: formatting and lint checks, then `test`.
+//! - `cargo xtask bench`: the plugins, then every benchmark of issue 5 (criterion benches and
+//!   the `loadgen` scenarios) for the record; results in `target/bench-results/`.
+//! - `cargo xtask bench-quick`: the same with fewer iterations and smaller sizes (< 5 min, CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +23,7 @@ pub const PLUGIN_CRATES: &[&str] = &[
     "case-creation",
     "probe-plugin",
     "minimal-plugin",
+    "bench-plugin",
     "future-wit-plugin",
     "plugin-template",
 ];
@@ -38,6 +42,20 @@ fn main() -> anyhow::Result<()> {
             plugins()?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
+        "bench" | "bench-quick" => {
+            plugins()?;
+            let quick = task == "bench-quick";
+            let mut crit = vec!["bench", "-p", "pbx-bench", "--bench", "invocation"];
+            if quick {
+                crit.extend(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
+            }
+            cargo(&crit)?;
+            let mut run = vec!["run", "--release", "-p", "pbx-bench", "--bin", "loadgen", "--"];
+            if quick {
+                run.push("--quick");
+            }
+            cargo(&run)
+        }
         "ci" => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             plugins()?;
@@ -45,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
         _ => {
-            eprintln!("usage: cargo xtask <plugins | demo | test | ci>");
+            eprintln!("usage: cargo xtask <plugins | demo | test | ci | bench | bench-quick>");
             bail!("unknown task '{task}'")
         }
     }

@@ -30,6 +30,10 @@ struct Cli {
     /// A secrets file (`[tenant.plugin] name = "value"`) loaded at start.
     #[arg(long, global = true, env = "PBX_HOST_SECRETS")]
     secrets: Option<PathBuf>,
+    /// The key secrets are encrypted with at rest: a file holding 32 bytes as 64 hex digits or
+    /// base64 (or set PBX_HOST_SECRET_KEY). Without it, a key file in the data directory.
+    #[arg(long, global = true)]
+    secret_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,10 +86,25 @@ async fn wait_for_stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn options(cli: &Cli) -> HostOptions {
+fn options(cli: &Cli) -> anyhow::Result<HostOptions> {
     let mut o = HostOptions::new(&cli.config, &cli.data_dir);
     o.secrets_file = cli.secrets.clone();
-    o
+    let key_text = match &cli.secret_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => std::env::var("PBX_HOST_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty()),
+    };
+    if let Some(text) = key_text {
+        o.secret_key = Some(
+            pbx_host::capabilities::SecretKey::parse(&text)
+                .map_err(|e| anyhow::anyhow!("secret key: {e}"))?,
+        );
+    }
+    Ok(o)
 }
 
 #[tokio::main]
@@ -113,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             operator_token_file,
             no_auth,
         } => {
-            let mut opts = options(&cli);
+            let mut opts = options(&cli)?;
             opts.operator_token = match operator_token_file {
                 Some(path) => Some(
                     std::fs::read_to_string(path)
@@ -145,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            let mut opts = options(&cli);
+            let mut opts = options(&cli)?;
             opts.reload_interval = None;
             let host = Host::start(opts).await?;
             let mut ok = true;
@@ -171,7 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Verify { tenant, plugin } => {
-            let mut opts = options(&cli);
+            let mut opts = options(&cli)?;
             opts.reload_interval = None;
             let host = Host::start(opts).await?;
             let items = host.verify(tenant, plugin).await?;
@@ -198,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Replay { file, wait_seconds } => {
-            let mut opts = options(&cli);
+            let mut opts = options(&cli)?;
             opts.reload_interval = None;
             let host = Host::start(opts).await?;
             let text = std::fs::read_to_string(file)

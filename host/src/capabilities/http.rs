@@ -92,14 +92,26 @@ impl UrlPattern {
                 "'{pattern}': '*' is allowed only at the end of the path"
             ));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| format!("'{pattern}': bad port '{p}'"))?;
-                (h, Some(port))
+        let bad_port = |p: &str| format!("'{pattern}': bad port '{p}'");
+        // "[::1]" and "[::1]:8080": the colons inside the brackets are the address's own.
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let Some((h, after)) = inner.split_once(']') else {
+                return Err(format!("'{pattern}': unclosed '[' in the host"));
+            };
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .and_then(|n| n.parse::<u16>().ok())
+                        .ok_or_else(|| bad_port(p))?,
+                ),
+            };
+            (h, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad_port(p))?)),
+                None => (authority, None),
             }
-            _ => (authority, None),
         };
         let host = host.to_ascii_lowercase();
         if host.is_empty() {
@@ -564,6 +576,15 @@ mod tests {
         assert!(p.matches(&url("http://127.0.0.1:18089/services")));
         assert!(!p.matches(&url("http://127.0.0.1:18089/servicesX")));
         assert!(!p.matches(&url("http://127.0.0.1:18090/services/")));
+        // IPv6 literals, with and without a port (a bare "[::1]" once parsed as host ":"
+        // port 1, so the grant silently matched nothing).
+        let p = UrlPattern::parse("http://[::1]").unwrap();
+        assert!(p.matches(&url("http://[::1]/")));
+        assert!(!p.matches(&url("http://[::1]:1/")));
+        let p = UrlPattern::parse("http://[::1]:8080/x").unwrap();
+        assert!(p.matches(&url("http://[::1]:8080/x/y")));
+        assert!(UrlPattern::parse("http://[::1").is_err());
+        assert!(UrlPattern::parse("http://[::1]x").is_err());
     }
 
     #[test]

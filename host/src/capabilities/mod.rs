@@ -19,7 +19,7 @@ use crate::config::{ContactsGrant, PluginDecl};
 use crate::store::Storage;
 
 pub use http::{HttpClient, NetPolicy, UrlPattern};
-pub use secrets::SecretStore;
+pub use secrets::{SecretKey, SecretStore};
 
 /// The host services every invocation shares.
 pub struct Services {

@@ -4,12 +4,20 @@
 //! only through a `cap_std` directory handle so that no name can reach outside it. They are
 //! written by the tenant admin (write-only: the admin API shows names, never values) or by
 //! the operator's secrets file, and never logged.
+//!
+//! Each file is encrypted with ChaCha20-Poly1305 under the operator's 256-bit key, with a
+//! random nonce per write and the (tenant, plugin, name) triple as associated data: a copy of
+//! the directory without the key reveals nothing, and a file moved to another tenant's or
+//! plugin's place fails authentication instead of being read as theirs.
 
 use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use rand::RngCore;
 
 use crate::config::{valid_id, valid_secret_name};
 use crate::runtime::Invocation;
@@ -18,7 +26,51 @@ use crate::runtime::bindings::secrets::{Host, SecretError};
 /// The host's secret directory.
 pub struct SecretStore {
     root: Dir,
+    cipher: ChaCha20Poly1305,
 }
+
+/// The operator's key for secrets at rest.
+#[derive(Clone)]
+pub struct SecretKey([u8; 32]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(…)")
+    }
+}
+
+impl SecretKey {
+    /// From 64 hex digits or standard base64 of 32 bytes (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let t = text.trim();
+        let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(t).map_err(|_| "bad hex".to_string())?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map_err(|_| "the secret key is neither 64 hex digits nor base64".to_string())?
+        };
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "the secret key must be 32 bytes (256 bits)".to_string())?;
+        Ok(SecretKey(key))
+    }
+
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        SecretKey(k)
+    }
+
+    /// The key as 64 hex digits (for writing a key file).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+const FILE_MAGIC: &[u8; 4] = b"PBS1";
 
 /// A secret-store failure. Never carries a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +79,15 @@ pub enum SecretStoreError {
     InvalidName,
     #[error("secret store: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "secret store: a stored secret cannot be decrypted (wrong key, or the file was moved or altered)"
+    )]
+    Undecryptable,
 }
 
 impl SecretStore {
-    /// Open (creating) the directory.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
+    /// Open (creating) the directory; secrets are encrypted with `key`.
+    pub fn open(path: &Path, key: &SecretKey) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
         #[cfg(unix)]
         {
@@ -40,7 +96,45 @@ impl SecretStore {
         }
         Ok(SecretStore {
             root: Dir::open_ambient_dir(path, ambient_authority())?,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key.0)),
         })
+    }
+
+    fn seal(&self, aad: &str, value: &str) -> Result<Vec<u8>, SecretStoreError> {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretStoreError::Undecryptable)?;
+        let mut out = Vec::with_capacity(4 + 12 + sealed.len());
+        out.extend_from_slice(FILE_MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn open_sealed(&self, aad: &str, bytes: &[u8]) -> Result<String, SecretStoreError> {
+        if bytes.len() < 16 || &bytes[..4] != FILE_MAGIC {
+            return Err(SecretStoreError::Undecryptable);
+        }
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&bytes[4..16]),
+                Payload {
+                    msg: &bytes[16..],
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretStoreError::Undecryptable)?;
+        String::from_utf8(plain).map_err(|_| SecretStoreError::Undecryptable)
     }
 
     fn check(tenant: &str, plugin: &str, name: &str) -> Result<(), SecretStoreError> {
@@ -62,9 +156,9 @@ impl SecretStore {
         let path = format!("{tenant}/{plugin}/{name}");
         match self.root.open(&path) {
             Ok(mut f) => {
-                let mut value = String::new();
-                f.read_to_string(&mut value)?;
-                Ok(Some(value))
+                let mut sealed = Vec::new();
+                f.read_to_end(&mut sealed)?;
+                self.open_sealed(&path, &sealed).map(Some)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
@@ -83,9 +177,10 @@ impl SecretStore {
         let dir = format!("{tenant}/{plugin}");
         self.root.create_dir_all(&dir)?;
         let tmp = format!("{dir}/.{name}.tmp");
+        let sealed = self.seal(&format!("{dir}/{name}"), value)?;
         {
             let mut f = self.root.create(&tmp)?;
-            f.write_all(value.as_bytes())?;
+            f.write_all(&sealed)?;
             f.sync_all()?;
         }
         self.root
@@ -159,5 +254,54 @@ impl Host for Invocation {
                 Ok(Err(SecretError::NotSet(name)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_encrypted_at_rest_and_bound_to_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate();
+        let store = SecretStore::open(dir.path(), &key).unwrap();
+        store
+            .set("acme", "crm", "salesforce.password", "hunter2-very-secret")
+            .unwrap();
+        let raw = std::fs::read(dir.path().join("acme/crm/salesforce.password")).unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"hunter"), "plaintext on disk");
+        assert_eq!(
+            store
+                .get("acme", "crm", "salesforce.password")
+                .unwrap()
+                .as_deref(),
+            Some("hunter2-very-secret")
+        );
+        // moved into another tenant's place: refused, not read as theirs
+        std::fs::create_dir_all(dir.path().join("globex/crm")).unwrap();
+        std::fs::write(dir.path().join("globex/crm/salesforce.password"), &raw).unwrap();
+        assert!(matches!(
+            store.get("globex", "crm", "salesforce.password"),
+            Err(SecretStoreError::Undecryptable)
+        ));
+        // another key cannot read it
+        let other = SecretStore::open(dir.path(), &SecretKey::generate()).unwrap();
+        assert!(matches!(
+            other.get("acme", "crm", "salesforce.password"),
+            Err(SecretStoreError::Undecryptable)
+        ));
+        assert_eq!(store.names("acme", "crm").unwrap(), ["salesforce.password"]);
+    }
+
+    #[test]
+    fn keys_parse_from_hex_or_base64_and_never_print() {
+        let k = SecretKey::generate();
+        assert_eq!(SecretKey::parse(&k.to_hex()).unwrap().0, k.0);
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k.0);
+        assert_eq!(SecretKey::parse(&format!(" {b64}\n")).unwrap().0, k.0);
+        assert!(SecretKey::parse("short").is_err());
+        assert_eq!(format!("{k:?}"), "SecretKey(…)");
     }
 }

@@ -43,6 +43,10 @@ pub struct HostOptions {
     pub schedule_tick: Duration,
     /// The operator's API token; `None` leaves the HTTP API open (tests, local tools).
     pub operator_token: Option<String>,
+    /// The key secrets are encrypted with at rest. `None`: a key file in the data directory
+    /// (created on first start), which protects a copy of the secrets directory but not a
+    /// copy of the whole data directory; operators should keep the key elsewhere.
+    pub secret_key: Option<crate::capabilities::SecretKey>,
 }
 
 impl HostOptions {
@@ -56,6 +60,7 @@ impl HostOptions {
             delivery_workers: 32,
             schedule_tick: Duration::from_secs(1),
             operator_token: None,
+            secret_key: None,
         }
     }
 }
@@ -139,7 +144,11 @@ impl Host {
             .map_err(|e| other(&format!("cannot create {}", opts.data_dir.display()), &e))?;
         let storage = SqliteStorage::open(&opts.data_dir.join("host.sqlite3"))
             .map_err(|e| other("storage", &e))?;
-        let secrets = SecretStore::open(&opts.data_dir.join("secrets"))
+        let key = match &opts.secret_key {
+            Some(k) => k.clone(),
+            None => data_dir_key(&opts.data_dir).map_err(|e| other("secret key", &e))?,
+        };
+        let secrets = SecretStore::open(&opts.data_dir.join("secrets"), &key)
             .map_err(|e| other("secret store", &e))?;
         let http = HttpClient::new(NetPolicy {
             allowed_internal: private_networks(&file),
@@ -336,6 +345,30 @@ impl Host {
             invocation_id,
         };
         (scope, ctx)
+    }
+}
+
+/// The key file kept in the data directory when the operator gives none.
+fn data_dir_key(data_dir: &Path) -> anyhow::Result<crate::capabilities::SecretKey> {
+    use crate::capabilities::SecretKey;
+    let path = data_dir.join("secret.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SecretKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            std::fs::write(&path, key.to_hex())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            tracing::warn!(
+                "no secret key given: generated {} (keep the key apart from the data: --secret-key-file)",
+                path.display()
+            );
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
 }
 

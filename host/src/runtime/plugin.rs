@@ -268,6 +268,37 @@ impl Runtime {
         })
     }
 
+    /// The linker every component is linked with (WASI and the host's imports). For embedders
+    /// and benchmarks that instantiate without the `InstancePre` of [`Runtime::load`]
+    /// (`Linker::instantiate_async` type-checks and resolves every import on each call).
+    pub fn linker(&self) -> &Linker<Invocation> {
+        &self.linker
+    }
+
+    /// A store set up as [`Runtime::invoke`] sets up its own: the scope's memory limiter and
+    /// the epoch callback. For embedders and benchmarks that drive instances themselves, e.g.
+    /// a warm instance reused across calls, which the host itself never does (a fresh instance
+    /// per invocation is its isolation guarantee). The CPU limit is counted only inside
+    /// `invoke`'s metered future, so a store from here is bounded by memory only.
+    pub fn new_store(&self, scope: InvocationScope) -> Store<Invocation> {
+        self.store_with_meter(scope, Arc::new(CpuMeter::default()))
+    }
+
+    fn store_with_meter(&self, scope: InvocationScope, cpu: Arc<CpuMeter>) -> Store<Invocation> {
+        let cpu_limit = scope.limits.cpu;
+        let mut store = Store::new(&self.engine, Invocation::new(scope, cpu.clone()));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cpu.used() >= cpu_limit {
+                return Err(wasmtime::Error::new(CpuLimitExceeded));
+            }
+            // Yield at every tick so that a busy plugin cannot hold a worker thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
     /// Run one call in a fresh instance, under the scope's limits. Never panics and never
     /// fails the host: every failure is in the report. Logs and usage are written here.
     pub async fn invoke(
@@ -285,18 +316,7 @@ impl Runtime {
         // The semaphore is never closed, so acquiring cannot fail; hold the slot until the
         // store is gone.
         let _slot = self.slots.acquire().await.ok();
-        let mut store = Store::new(&self.engine, Invocation::new(scope, cpu.clone()));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        let cpu_limit = limits.cpu;
-        let cpu_for_callback = cpu.clone();
-        store.epoch_deadline_callback(move |_| {
-            if cpu_for_callback.used() >= cpu_limit {
-                return Err(wasmtime::Error::new(CpuLimitExceeded));
-            }
-            // Yield at every tick so that a busy plugin cannot hold a worker thread.
-            Ok(UpdateDeadline::Yield(1))
-        });
+        let mut store = self.store_with_meter(scope, cpu.clone());
 
         let run = call_export(&mut store, component, &ctx, call, limits.return_bytes);
         let outcome = match tokio::time::timeout(limits.wall, Metered::new(run, cpu.clone())).await
@@ -535,6 +555,11 @@ fn classify(
             wasmtime::Trap::UnreachableCodeReached => {
                 "unreachable executed (a panic or abort in the plugin)".to_string()
             }
+            // Rust and C guests keep their data stack at the bottom of linear memory: deep
+            // recursion with arrays in its frames wraps the stack pointer out of bounds.
+            wasmtime::Trap::MemoryOutOfBounds => "out of bounds memory access (the plugin's \
+                 data stack overflowed in deep recursion, or a memory bug)"
+                .to_string(),
             other => other.to_string(),
         };
         return InvocationError::Trap(what);

@@ -26,6 +26,10 @@
 //!   `err:invalid-request:{msg}`, `err:unavailable:{msg}`, `err:invalid:{msg}`,
 //!   `err:not-found:{msg}`; std I/O failures `err:io:{ErrorKind:?}:{msg}`; a bad op
 //!   `err:bad-op:{msg}`; an unknown op name `err:unknown-op:{name}`.
+//!
+//!   Garbage returns: `config.ivr_error_size: n` makes the look-up fail with a plugin-error
+//!   whose message is `n` bytes (before any op runs); `config.pad_bytes: n` adds a variable
+//!   `"pad"` of `n` bytes after the ops' results.
 //! * `event-handler.handle-event` performs `config.attack` (see [`Attack`]).
 //! * `scheduled.run` logs the schedule name and increments state `runs:{name}`.
 //! * `settings-check.check` returns `config.check_items`, or one ok item named "probe".
@@ -410,6 +414,10 @@ fn parse_config(ctx: &Context) -> Result<Value, PluginError> {
 /// `ivr-handler.lookup`: run `config.ops`.
 fn lookup(host: &impl Host, ctx: &Context) -> Result<IvrDecision, PluginError> {
     let config = parse_config(ctx)?;
+    let error_size = usize::try_from(get_u64(&config, "ivr_error_size", 0)).unwrap_or(usize::MAX);
+    if error_size > 0 {
+        return Err(PluginError::permanent("e".repeat(error_size)));
+    }
     let ops = config
         .get("ops")
         .and_then(Value::as_array)
@@ -427,6 +435,10 @@ fn lookup(host: &impl Host, ctx: &Context) -> Result<IvrDecision, PluginError> {
             }
         };
         variables.push((format!("{i}:{name}"), result));
+    }
+    let pad = usize::try_from(get_u64(&config, "pad_bytes", 0)).unwrap_or(usize::MAX);
+    if pad > 0 {
+        variables.push(("pad".into(), "p".repeat(pad)));
     }
     Ok(IvrDecision {
         speech: Some("probe".into()),
@@ -449,8 +461,12 @@ enum Attack {
     Loop,
     /// Allocate 1 MiB blocks forever: the memory limit must stop it.
     Alloc,
-    /// Recurse without bound: the stack overflows (a trap).
+    /// Recurse without bound with a 256-byte array per frame: the plugin's data stack (in
+    /// its linear memory) runs out first, a trap.
     Recursion,
+    /// Recurse without bound with nothing in memory: the wasm call stack itself runs out
+    /// (the host's `max_wasm_stack`), a "call stack exhausted" trap.
+    NativeRecursion,
     /// `panic!` (an abort, so a trap, with the plugin profile's panic=abort).
     Panic,
     /// Execute `unreachable`.
@@ -476,6 +492,7 @@ impl Attack {
             "loop" => Attack::Loop,
             "alloc" => Attack::Alloc,
             "recursion" => Attack::Recursion,
+            "native-recursion" => Attack::NativeRecursion,
             "panic" => Attack::Panic,
             "trap" => Attack::Trap,
             "huge-http-body" => Attack::HugeHttpBody,
@@ -505,6 +522,17 @@ fn recurse(depth: u64) -> u64 {
         return 0;
     }
     recurse(depth + 1).wrapping_add(u64::from(frame[(depth % 256) as usize]))
+}
+
+/// Recurses until the wasm call stack runs out; no locals in linear memory, and the result
+/// is mixed so that the recursion cannot become a loop.
+#[inline(never)]
+fn recurse_native(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let r = recurse_native(depth + 1);
+    r ^ r.rotate_left((depth % 63) as u32) ^ depth
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -563,6 +591,10 @@ fn handle_event(host: &impl Host, ctx: &Context, event: &CallEvent) -> Result<()
         }
         Attack::Recursion => {
             let r = recurse(0);
+            Err(PluginError::permanent(format!("recursion ended at {r}")))
+        }
+        Attack::NativeRecursion => {
+            let r = recurse_native(0);
             Err(PluginError::permanent(format!("recursion ended at {r}")))
         }
         Attack::Panic => panic!("probe: panic requested by config"),
@@ -785,6 +817,20 @@ mod tests {
         assert_eq!(got[15], ("15:nope", "err:unknown-op:nope"));
         assert!(got[16].1.starts_with("err:bad-op:"), "{}", got[16].1);
         assert_eq!(host.requests()[1].body.as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn garbage_returns_are_sized_by_config() {
+        let host = FakeHost::new();
+        let d = lookup(
+            &host,
+            &sample_context(r#"{"pad_bytes":1000,"ops":[{"op":"clock"}]}"#),
+        )
+        .expect("lookup");
+        assert_eq!(d.variables.len(), 2);
+        assert_eq!(d.variables[1], ("pad".to_string(), "p".repeat(1000)));
+        let e = lookup(&host, &sample_context(r#"{"ivr_error_size":5000}"#)).expect_err("err");
+        assert_eq!(e.message.len(), 5000);
     }
 
     #[test]

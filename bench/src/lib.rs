@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pbx_host::capabilities::{HttpClient, NetPolicy, PluginGrants, SecretStore, Services};
+use pbx_host::capabilities::{HttpClient, NetPolicy, PluginGrants, SecretKey, SecretStore, Services};
 use pbx_host::config::ContactsGrant;
 use pbx_host::runtime::bindings::types;
 use pbx_host::runtime::{InvocationScope, Limits};
@@ -183,7 +183,7 @@ impl Storage for MemStorage {
 pub fn services(storage: Arc<dyn Storage>, dir: &Path) -> anyhow::Result<Arc<Services>> {
     Ok(Arc::new(Services {
         storage,
-        secrets: SecretStore::open(&dir.join("secrets"))?,
+        secrets: SecretStore::open(&dir.join("secrets"), &SecretKey::generate())?,
         http: HttpClient::new(NetPolicy {
             allowed_internal: vec!["127.0.0.0/8".parse()?],
         })?,

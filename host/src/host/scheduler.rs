@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Host;
 use crate::clock::now_ms;
-use crate::runtime::{Call, InvocationReport};
+use crate::runtime::{Call, CallOutput, InvocationReport};
 
 impl Host {
     /// Run one schedule of a tenant's plugin now and record the run.
@@ -40,17 +40,41 @@ impl Host {
             .storage()
             .schedule_mark_run(tenant, plugin, schedule, now_ms());
         let (scope, ctx) = self.scope(&t, &p, config);
-        Ok(self
+        let call = Call::Scheduled(schedule.to_string());
+        let report = self
             .inner
             .runtime
-            .invoke(
-                &component,
-                scope,
-                ctx,
-                Call::Scheduled(schedule.to_string()),
-            )
-            .await)
+            .invoke(&component, scope, ctx, call)
+            .await;
+        // A run that stopped at its budget with more to do asks to run again soon: make it due
+        // then, instead of a whole interval later.
+        if let Ok(CallOutput::Scheduled {
+            run_again_after_ms: Some(ms),
+        }) = &report.outcome
+        {
+            let every_ms = (interval_seconds(&t, &p, schedule) as i64).saturating_mul(1000);
+            let due_at = now_ms() + i64::from(*ms) - every_ms;
+            let _ = self
+                .storage()
+                .schedule_mark_run(tenant, plugin, schedule, due_at);
+        }
+        Ok(report)
     }
+}
+
+/// The interval of a tenant's schedule: the tenant's override, else the plugin's default.
+fn interval_seconds(
+    tenant: &super::TenantEntry,
+    plugin: &super::PluginEntry,
+    schedule: &str,
+) -> u64 {
+    tenant
+        .decl
+        .plugins
+        .get(&plugin.id)
+        .and_then(|tp| tp.get_ref().schedules.get(schedule).copied())
+        .or_else(|| plugin.decl.schedules.get(schedule).map(|s| *s.get_ref()))
+        .unwrap_or(86_400)
 }
 
 pub(super) async fn run(host: Host) {
@@ -75,13 +99,8 @@ pub(super) async fn run(host: Host) {
                 let Ok((true, _)) = host.effective(&registry, &tenant.id, &plugin.id) else {
                     continue;
                 };
-                for (name, default_every) in &plugin.decl.schedules {
-                    let every = tenant
-                        .decl
-                        .plugins
-                        .get(&plugin.id)
-                        .and_then(|tp| tp.get_ref().schedules.get(name).copied())
-                        .unwrap_or(*default_every.get_ref());
+                for name in plugin.decl.schedules.keys() {
+                    let every = interval_seconds(tenant, plugin, name);
                     let last = host
                         .storage()
                         .schedule_last_run(&tenant.id, &plugin.id, name)

@@ -119,6 +119,10 @@ pub enum CallOutput {
     Done,
     /// One result per event of a batch, in order.
     Batch(Vec<Result<(), types::PluginError>>),
+    /// A scheduled run finished; it may ask to run again sooner than its interval.
+    Scheduled {
+        run_again_after_ms: Option<u32>,
+    },
     Ivr(ivr_handler::IvrDecision),
     Check(Vec<settings_check::CheckItem>),
 }
@@ -504,7 +508,9 @@ async fn call_export(
                 .ok_or_else(not_exported)?
                 .load(&mut *store, &instance)?;
             match g.call_run(&mut *store, ctx, &name).await? {
-                Ok(()) => Ok(CallOutput::Done),
+                Ok(r) => Ok(CallOutput::Scheduled {
+                    run_again_after_ms: r.run_again_after_ms,
+                }),
                 Err(e) => Err(plugin_error(e, return_limit)),
             }
         }

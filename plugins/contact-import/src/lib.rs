@@ -30,15 +30,19 @@ pub fn settings(ctx: &Context) -> Result<ImportConfig, PluginError> {
     Ok(pbx_plugin_sdk::config::parse(ctx)?)
 }
 
-/// Runs a schedule.
-pub fn run(host: &impl Host, ctx: &Context, schedule: &str) -> Result<(), PluginError> {
+/// How soon to run again when a run stopped at its budget with more to import.
+pub const CONTINUE_AFTER_MS: u32 = 1_000;
+
+/// Runs a schedule. `Ok(Some(ms))`: more to import, run again after `ms`.
+pub fn run(host: &impl Host, ctx: &Context, schedule: &str) -> Result<Option<u32>, PluginError> {
     if schedule != SYNC_SCHEDULE {
         return Err(PluginError::permanent(format!(
             "unknown schedule \"{schedule}\" (this plugin has only \"{SYNC_SCHEDULE}\")"
         )));
     }
     let cfg = settings(ctx)?;
-    sync::run(host, ctx, &cfg)
+    let finished = sync::run(host, ctx, &cfg)?;
+    Ok((!finished).then_some(CONTINUE_AFTER_MS))
 }
 
 /// The export; wasm32 only, because natively the export symbol names do not link.
@@ -46,8 +50,14 @@ pub fn run(host: &impl Host, ctx: &Context, schedule: &str) -> Result<(), Plugin
 struct ContactImport;
 
 impl exports::pbx::plugin::scheduled::Guest for ContactImport {
-    fn run(ctx: Context, schedule: String) -> Result<(), PluginError> {
-        run(&WasmHost, &ctx, &schedule)
+    fn run(
+        ctx: Context,
+        schedule: String,
+    ) -> Result<exports::pbx::plugin::scheduled::RunResult, PluginError> {
+        let again = run(&WasmHost, &ctx, &schedule)?;
+        Ok(exports::pbx::plugin::scheduled::RunResult {
+            run_again_after_ms: again,
+        })
     }
 }
 

@@ -9,7 +9,8 @@
 //!   converted Leads are filtered out in the query);
 //! * where the next `deleted/` window starts (Salesforce's `latestDateCovered`).
 //!
-//! A run that runs out of budget returns `Ok` after storing its progress; the host's scheduler
+//! A run that runs out of budget stores its progress and asks the host's scheduler to run it
+//! again shortly (`run-again-after-ms`); the host's scheduler
 //! calls the schedule again at the next interval and the import continues from the watermark.
 
 use pbx_plugin_sdk::bindings::pbx::plugin::contacts::{Contact, ContactsError};
@@ -184,8 +185,9 @@ pub fn soql(src: &Source, st: &ObjectState, cutoff: Option<&str>) -> String {
     q
 }
 
-/// Runs the `sync` schedule once.
-pub fn run(host: &impl Host, ctx: &Context, cfg: &ImportConfig) -> Result<(), PluginError> {
+/// Runs the `sync` schedule once. `Ok(true)` when every object is up to date, `Ok(false)`
+/// when the run budget ran out first (the progress is stored; the next run continues).
+pub fn run(host: &impl Host, ctx: &Context, cfg: &ImportConfig) -> Result<bool, PluginError> {
     let sel = cfg
         .selection()
         .map_err(|(field, m)| PluginError::config(format!("setting `{field}`: {m}")))?;
@@ -212,7 +214,7 @@ pub fn run(host: &impl Host, ctx: &Context, cfg: &ImportConfig) -> Result<(), Pl
         host.log(
             Level::Info,
             &format!(
-                "run budget used up ({} ms, {} pages); {} continue at the next run from the stored progress",
+                "run budget used up ({} ms, {} pages); {} continue in a moment from the stored progress",
                 cfg.run_budget_ms,
                 cfg.max_pages_per_run,
                 unfinished.join(", ")
@@ -228,7 +230,7 @@ pub fn run(host: &impl Host, ctx: &Context, cfg: &ImportConfig) -> Result<(), Pl
             client.request_count()
         ),
     );
-    result
+    result.map(|()| unfinished.is_empty())
 }
 
 fn save(host: &impl Host, key: &str, st: &ObjectState) -> Result<(), PluginError> {

@@ -38,7 +38,7 @@ use std::io::Read;
 
 use exports::pbx::plugin::event_handler::Guest as EventHandler;
 use exports::pbx::plugin::ivr_handler::{Guest as IvrHandler, IvrDecision, IvrRequest};
-use exports::pbx::plugin::scheduled::Guest as Scheduled;
+use exports::pbx::plugin::scheduled::{Guest as Scheduled, RunResult};
 use exports::pbx::plugin::settings_check::{CheckItem, Guest as SettingsCheck};
 use pbx_plugin_sdk::bindings::pbx::plugin::contacts::{Contact, ContactsError, Phone};
 use pbx_plugin_sdk::bindings::pbx::plugin::secrets::SecretError;
@@ -737,8 +737,16 @@ impl IvrHandler for Probe {
 }
 
 impl Scheduled for Probe {
-    fn run(_ctx: Context, schedule: String) -> Result<(), PluginError> {
-        run_schedule(&WasmHost, &schedule)
+    fn run(ctx: Context, schedule: String) -> Result<RunResult, PluginError> {
+        run_schedule(&WasmHost, &schedule)?;
+        // `run_again_after_ms` in the config asks the scheduler for an early next run.
+        let again = parse_config(&ctx)
+            .ok()
+            .and_then(|c| c.get("run_again_after_ms").and_then(Value::as_u64))
+            .and_then(|v| u32::try_from(v).ok());
+        Ok(RunResult {
+            run_again_after_ms: again,
+        })
     }
 }
 

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pbx_host::capabilities::{HttpClient, NetPolicy, PluginGrants, SecretKey, SecretStore, Services};
+use pbx_host::capabilities::{
+    HttpClient, NetPolicy, PluginGrants, SecretKey, SecretStore, Services,
+};
 use pbx_host::config::ContactsGrant;
 use pbx_host::runtime::bindings::types;
 use pbx_host::runtime::{InvocationScope, Limits};
@@ -182,6 +184,7 @@ impl Storage for MemStorage {
 /// Host services over `storage`, secrets in `dir`, an HTTP client that may reach loopback.
 pub fn services(storage: Arc<dyn Storage>, dir: &Path) -> anyhow::Result<Arc<Services>> {
     Ok(Arc::new(Services {
+        journal: pbx_host::store::Journal::new(storage.clone()),
         storage,
         secrets: SecretStore::open(&dir.join("secrets"), &SecretKey::generate())?,
         http: HttpClient::new(NetPolicy {

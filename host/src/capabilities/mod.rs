@@ -24,6 +24,8 @@ pub use secrets::{SecretKey, SecretStore};
 /// The host services every invocation shares.
 pub struct Services {
     pub storage: Arc<dyn Storage>,
+    /// Log lines and usage counters, written behind (see [`crate::store::Journal`]).
+    pub journal: Arc<crate::store::Journal>,
     pub secrets: SecretStore,
     pub http: HttpClient,
 }

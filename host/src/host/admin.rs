@@ -108,9 +108,12 @@ impl Host {
 
     pub fn set_enabled(&self, tenant: &str, plugin: &str, enabled: bool) -> Result<(), AdminError> {
         self.known(tenant, plugin)?;
-        self.storage()
+        let written = self
+            .storage()
             .override_set_enabled(tenant, plugin, enabled)
-            .map_err(storage_err)
+            .map_err(storage_err);
+        self.override_changed(tenant, plugin);
+        written
     }
 
     /// Replace a tenant's settings for a plugin (a JSON object; never secrets).
@@ -134,9 +137,12 @@ impl Host {
                 "'{key}' looks like a credential: set it as a secret, not as a setting"
             )));
         }
-        self.storage()
+        let written = self
+            .storage()
             .override_set_config(tenant, plugin, &config)
-            .map_err(storage_err)
+            .map_err(storage_err);
+        self.override_changed(tenant, plugin);
+        written
     }
 
     /// Write a secret (write-only: it can never be read back through the admin surface).
@@ -265,6 +271,7 @@ impl Host {
         if !self.registry().tenants.contains_key(tenant) {
             return Err(AdminError::UnknownTenant(tenant.into()));
         }
+        self.inner.services.journal.flush().map_err(storage_err)?;
         self.storage().log_read(tenant, limit).map_err(storage_err)
     }
 
@@ -272,6 +279,7 @@ impl Host {
         if !self.registry().tenants.contains_key(tenant) {
             return Err(AdminError::UnknownTenant(tenant.into()));
         }
+        self.inner.services.journal.flush().map_err(storage_err)?;
         self.storage().usage_read(tenant).map_err(storage_err)
     }
 

@@ -85,6 +85,12 @@ pub(crate) struct Inner {
     pub invocation_seq: AtomicU64,
     pub config_stamp: RwLock<Option<std::time::SystemTime>>,
     pub operator_digest: Option<String>,
+    /// The tenant admin's overrides, read once per (tenant, plugin) and kept: every event
+    /// consults them. The admin methods write through and drop the cached entry.
+    #[allow(clippy::type_complexity)]
+    pub overrides: RwLock<
+        std::collections::HashMap<(String, String), Option<crate::store::TenantPluginOverride>>,
+    >,
     /// Deliveries being invoked now, and those finished since the delivery loop last looked.
     pub in_flight: std::sync::Mutex<delivery::InFlight>,
 }
@@ -154,8 +160,10 @@ impl Host {
             allowed_internal: private_networks(&file),
         })
         .map_err(|e| other("http client", &e))?;
+        let storage: Arc<dyn Storage> = Arc::new(storage);
         let services = Arc::new(Services {
-            storage: Arc::new(storage),
+            journal: crate::store::Journal::new(storage.clone()),
+            storage,
             secrets,
             http,
         });
@@ -194,10 +202,19 @@ impl Host {
             config_stamp: RwLock::new(stamp),
             operator_digest: opts.operator_token.as_deref().map(crate::auth::digest),
             in_flight: Default::default(),
+            overrides: Default::default(),
             opts,
         });
         let host = Host { inner };
         tokio::spawn(delivery::run(host.clone()));
+        let stopping = host.clone();
+        tokio::spawn(
+            host.inner
+                .services
+                .journal
+                .clone()
+                .run(async move { stopping.inner.shutdown.wait().await }),
+        );
         tokio::spawn(scheduler::run(host.clone()));
         if let Some(every) = host.inner.opts.reload_interval {
             tokio::spawn(reload_loop(host.clone(), every));
@@ -266,6 +283,9 @@ impl Host {
                 .running
                 .len();
             if running == 0 || tokio::time::Instant::now() >= deadline {
+                if let Err(e) = self.inner.services.journal.flush() {
+                    tracing::error!("cannot write the integration log at shutdown: {e}");
+                }
                 return running;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -303,11 +323,7 @@ impl Host {
             .and_then(|p| p.config.as_ref())
             .and_then(|c| serde_json::to_value(c.get_ref()).ok())
             .unwrap_or_else(|| serde_json::json!({}));
-        if let Some(o) = self
-            .storage()
-            .override_get(tenant, plugin)
-            .map_err(|e| AdminError::Storage(e.to_string()))?
-        {
+        if let Some(o) = self.tenant_override(tenant, plugin)? {
             if let Some(e) = o.enabled {
                 enabled = e;
             }
@@ -316,6 +332,42 @@ impl Host {
             }
         }
         Ok((enabled, config))
+    }
+
+    fn tenant_override(
+        &self,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<Option<crate::store::TenantPluginOverride>, AdminError> {
+        let key = (tenant.to_string(), plugin.to_string());
+        if let Some(o) = self
+            .inner
+            .overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(o.clone());
+        }
+        let o = self
+            .storage()
+            .override_get(tenant, plugin)
+            .map_err(|e| AdminError::Storage(e.to_string()))?;
+        self.inner
+            .overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, o.clone());
+        Ok(o)
+    }
+
+    /// Forget the cached override after the admin changed it.
+    pub(crate) fn override_changed(&self, tenant: &str, plugin: &str) {
+        self.inner
+            .overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(tenant.to_string(), plugin.to_string()));
     }
 
     /// Everything an invocation needs about who it runs for.

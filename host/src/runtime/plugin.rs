@@ -354,9 +354,7 @@ impl Runtime {
         let meter = data.meter.clone();
         let (tenant, plugin) = (data.scope.tenant_id.clone(), data.scope.plugin_id.clone());
         drop(store);
-        if let Err(e) = services.storage.log_append(&logs) {
-            tracing::error!(%tenant, %plugin, "cannot write the integration log: {e}");
-        }
+        services.journal.log(logs);
         let counters = [
             ("invocations", 1),
             ("invocations.failed", i64::from(outcome.is_err())),
@@ -365,12 +363,9 @@ impl Runtime {
             ("http.bytes_in", meter.http_bytes_in as i64),
             ("denials", i64::from(meter.denials)),
         ];
-        if let Err(e) = services
-            .storage
-            .usage_add(&tenant, &plugin, &day_of(now_ms()), &counters)
-        {
-            tracing::error!(%tenant, %plugin, "cannot write usage counters: {e}");
-        }
+        services
+            .journal
+            .usage(&tenant, &plugin, &day_of(now_ms()), &counters);
         InvocationReport {
             outcome,
             meter,

@@ -9,8 +9,10 @@
 //! The methods are synchronous: SQLite answers from the local file in microseconds, and a
 //! blocking client fits the same shape for PostgreSQL.
 
+mod journal;
 mod sqlite;
 
+pub use journal::Journal;
 pub use sqlite::SqliteStorage;
 
 use serde::Serialize;

@@ -211,14 +211,20 @@ pub fn parse_token_response(resp: &Response, now_ms: i64) -> Result<Session, SfE
             fingerprint: String::new(),
         });
     }
+    // A 5xx is the login service failing, never a verdict on the credentials, whatever its
+    // body says (`{"error":"unknown_error",…}` with a 503 during an incident): retry it. As
+    // an `Auth` error it would be a `config` failure, and the call logs waiting on this
+    // login would be dead-lettered instead of retried (H-8).
+    if resp.status >= 500 {
+        return Err(SfError::Server {
+            status: resp.status,
+            message: excerpt(&resp.body),
+        });
+    }
     match serde_json::from_slice::<OAuthError>(&resp.body) {
         Ok(e) => Err(SfError::Auth {
             error: e.error,
             description: e.error_description,
-        }),
-        Err(_) if resp.status >= 500 => Err(SfError::Server {
-            status: resp.status,
-            message: excerpt(&resp.body),
         }),
         Err(_) => Err(SfError::Protocol {
             status: resp.status,
@@ -425,6 +431,38 @@ mod tests {
         let xml = r#"<a:Envelope><a:Body><loginResponse><result><serverUrl>https://na1-api.salesforce.com/services/Soap/u/59.0/00D</serverUrl><sessionId>00D!AQ&amp;x</sessionId></result></loginResponse></a:Body></a:Envelope>"#;
         assert_eq!(xml_text(xml, "sessionId").as_deref(), Some("00D!AQ&x"));
         assert_eq!(xml_text(xml, "nothing"), None);
+    }
+
+    #[test]
+    fn a_5xx_from_the_token_endpoint_is_retried_not_a_login_failure() {
+        let resp = |status: u16, body: &str| Response {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        let e = parse_token_response(
+            &resp(
+                503,
+                r#"{"error":"unknown_error","error_description":"retry your request"}"#,
+            ),
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SfError::Server { status: 503, .. }), "{e:?}");
+        assert_eq!(e.kind(), pbx_plugin_sdk::ErrorKind::Transient);
+        let e = parse_token_response(&resp(502, "<html>Bad gateway</html>"), 0).unwrap_err();
+        assert_eq!(e.kind(), pbx_plugin_sdk::ErrorKind::Transient);
+        // A 400 with an OAuth error is about the credentials: the admin must fix them.
+        let e = parse_token_response(
+            &resp(
+                400,
+                r#"{"error":"invalid_grant","error_description":"authentication failure"}"#,
+            ),
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SfError::Auth { .. }), "{e:?}");
+        assert_eq!(e.kind(), pbx_plugin_sdk::ErrorKind::Config);
     }
 
     #[test]

@@ -747,10 +747,15 @@ pub fn handle_events(
                     let call_id = &events[i].call.call_id;
                     match found.get(call_id) {
                         Some(id) => {
-                            if let Err(e) =
-                                host.state_set(&task_key(call_id), id, Some(TASK_KEY_TTL_SECS))
+                            match host.state_set(&task_key(call_id), id, Some(TASK_KEY_TTL_SECS))
                             {
-                                results[i] = Err(e.into());
+                                Ok(()) => host.log(
+                                    Level::Info,
+                                    &format!(
+                                        "call {call_id}: Task {id} was already created by an earlier attempt"
+                                    ),
+                                ),
+                                Err(e) => results[i] = Err(e.into()),
                             }
                         }
                         None => todo.push((i, kind)),

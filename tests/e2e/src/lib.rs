@@ -223,3 +223,254 @@ pub async fn silent_server() -> String {
     });
     url
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `pbx-host` daemon as a child process: for tests that crash it (SIGKILL), stop it (SIGTERM)
+// or freeze it (SIGSTOP) and start it again on the same data directory.
+
+/// The `pbx-host` binary of this build (`target/debug/pbx-host`, next to the test binary's
+/// `deps/` directory). Panics with the command to run when it is missing or older than one of
+/// the workspace sources it was built from (cargo's `pbx-host.d`): a stale daemon would make
+/// a crash test pass or fail for the wrong code.
+/// Checked once per test process: a restart in the middle of a test uses the binary its
+/// first start used, even if a source file changes meanwhile.
+pub fn host_binary() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(check_host_binary).clone()
+}
+
+fn check_host_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test>-<hash> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let bin = dir.join(format!("pbx-host{}", std::env::consts::EXE_SUFFIX));
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "{} is missing: build the host daemon first with `cargo build -p pbx-host` \
+             (`cargo xtask test` builds it)",
+            bin.display()
+        );
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    let deps = std::fs::read_to_string(dir.join("pbx-host.d")).unwrap_or_default();
+    let sources = deps
+        .split_once(": ")
+        .map_or("", |(_, rest)| rest)
+        .lines()
+        .next()
+        .unwrap_or("");
+    // Paths are separated by spaces; a space inside a path is escaped as "\ ".
+    let sources = sources.replace("\\ ", "\u{0}");
+    for source in sources
+        .split(' ')
+        .map(|p| PathBuf::from(p.replace('\u{0}', " ")))
+    {
+        if !source.starts_with(&workspace) {
+            continue;
+        }
+        let changed = std::fs::metadata(&source).and_then(|m| m.modified());
+        if changed.is_ok_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: rebuild the host daemon with `cargo build -p pbx-host`",
+                bin.display(),
+                source.display()
+            );
+        }
+    }
+    bin
+}
+
+/// A `pbx-host serve --no-auth` child process in `dir`: `dir/plugins.toml`, `dir/data`, and
+/// `dir/secrets.toml` when that file exists. Its stderr goes to `dir/host.log` (appended at
+/// every start). Killed when dropped.
+pub struct HostProcess {
+    child: std::process::Child,
+    pub api: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+impl HostProcess {
+    /// Starts the daemon on a free loopback port and waits until it listens.
+    pub async fn start(dir: &Path) -> HostProcess {
+        let log_path = dir.join("host.log");
+        let offset = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("host.log");
+        let mut cmd = std::process::Command::new(host_binary());
+        cmd.current_dir(dir)
+            .arg("--config")
+            .arg(dir.join("plugins.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if dir.join("secrets.toml").is_file() {
+            cmd.arg("--secrets").arg(dir.join("secrets.toml"));
+        }
+        cmd.args(["serve", "--no-auth", "--listen", "127.0.0.1:0"])
+            .env_remove("PBX_HOST_OPERATOR_TOKEN")
+            .env_remove("PBX_HOST_CONFIG")
+            .env_remove("PBX_HOST_DATA")
+            .env_remove("PBX_HOST_SECRETS")
+            .env_remove("PBX_HOST_LISTEN")
+            .env(
+                "RUST_LOG",
+                std::env::var("PBX_E2E_HOST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("spawn pbx-host");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let api = loop {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default());
+            if let Some(url) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("pbx-host listening on "))
+            {
+                break url.trim().to_string();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("pbx-host exited at start ({status}):\n{text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pbx-host did not listen within 120 s:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        HostProcess {
+            child,
+            api,
+            http: reqwest::Client::new(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (a crash: nothing runs after it) and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name ("TERM", "STOP", "CONT") with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -s {name} failed: {status}");
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last `n` lines the daemon wrote to stderr (for failure messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// POSTs JSON; `Err` when there is no HTTP answer (the daemon is down).
+    pub async fn try_post(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .json(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log_tail(40)));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The tenant's queued (pending or dead) deliveries, as the admin API lists them.
+    pub async fn deliveries(&self, tenant: &str, status: Option<&str>) -> Vec<Value> {
+        let path = match status {
+            Some(s) => format!("/v1/tenants/{tenant}/deliveries?status={s}"),
+            None => format!("/v1/tenants/{tenant}/deliveries"),
+        };
+        let (code, body) = self.get(&path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The tenant's integration log, oldest first, as "level plugin: message" lines.
+    pub async fn log_lines(&self, tenant: &str) -> Vec<String> {
+        let (status, body) = self
+            .get(&format!("/v1/tenants/{tenant}/log?limit=10000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut lines: Vec<String> = body
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            e["level"].as_str().unwrap_or(""),
+                            e["plugin"].as_str().unwrap_or(""),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        lines.reverse();
+        lines
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // A frozen (SIGSTOP) process still dies of SIGKILL.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -108,10 +108,7 @@ fn unavailable(e: crate::store::StorageError) -> ContactsError {
 }
 
 impl Host for Invocation {
-    async fn upsert(
-        &mut self,
-        entries: Vec<Contact>,
-    ) -> wasmtime::Result<Result<u32, ContactsError>> {
+    fn upsert(&mut self, entries: Vec<Contact>) -> wasmtime::Result<Result<u32, ContactsError>> {
         if let Err(e) = self.contacts_allowed(true) {
             return Ok(Err(e));
         }
@@ -132,7 +129,7 @@ impl Host for Invocation {
             .map_err(unavailable))
     }
 
-    async fn delete(&mut self, external_id: String) -> wasmtime::Result<Result<(), ContactsError>> {
+    fn delete(&mut self, external_id: String) -> wasmtime::Result<Result<(), ContactsError>> {
         if let Err(e) = self.contacts_allowed(true) {
             return Ok(Err(e));
         }
@@ -150,10 +147,7 @@ impl Host for Invocation {
         }
     }
 
-    async fn get(
-        &mut self,
-        external_id: String,
-    ) -> wasmtime::Result<Result<Contact, ContactsError>> {
+    fn get(&mut self, external_id: String) -> wasmtime::Result<Result<Contact, ContactsError>> {
         if let Err(e) = self.contacts_allowed(false) {
             return Ok(Err(e));
         }
@@ -167,7 +161,7 @@ impl Host for Invocation {
         }
     }
 
-    async fn lookup_by_phone(
+    fn lookup_by_phone(
         &mut self,
         number: String,
     ) -> wasmtime::Result<Result<Vec<Contact>, ContactsError>> {

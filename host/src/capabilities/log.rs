@@ -17,7 +17,7 @@ pub fn truncate(s: &mut String, max: usize) {
 }
 
 impl Host for Invocation {
-    async fn write(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+    fn write(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
         let plugin_lines = self.logs.len() as u32;
         if plugin_lines >= self.scope.limits.log_lines {
             self.meter.log_lines_dropped += 1;

@@ -221,7 +221,7 @@ impl SecretStore {
 }
 
 impl Host for Invocation {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, SecretError>> {
+    fn get(&mut self, name: String) -> wasmtime::Result<Result<String, SecretError>> {
         let plugin = self.scope.plugin_id.clone();
         if !valid_secret_name(&name) {
             let why = "secret names are letters, digits, '.', '-' and '_': a plugin reads only \

@@ -48,7 +48,7 @@ impl Invocation {
 }
 
 impl Host for Invocation {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, StateError>> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, StateError>> {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }
@@ -59,7 +59,7 @@ impl Host for Invocation {
             .map_err(|e| StateError::Unavailable(e.to_string())))
     }
 
-    async fn set(
+    fn set(
         &mut self,
         key: String,
         value: String,
@@ -90,7 +90,7 @@ impl Host for Invocation {
         }
     }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), StateError>> {
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), StateError>> {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }

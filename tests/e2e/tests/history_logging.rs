@@ -119,7 +119,10 @@ async fn task_of(f: &Fixture, call_id: &str) -> Value {
     tasks.into_iter().next().unwrap_or_default()
 }
 
-fn phone_book(f: &Fixture, rows: &[(&str, &str, &[(&str, &str, &str)], Option<&str>, i64)]) {
+/// (external id, record type, [(label, number, E.164)], account id, modified at)
+type PhoneBookRow<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str, &'a str)], Option<&'a str>, i64);
+
+fn phone_book(f: &Fixture, rows: &[PhoneBookRow<'_>]) {
     let rows: Vec<ContactRow> = rows
         .iter()
         .map(|(ext, rt, phones, account, modified)| ContactRow {

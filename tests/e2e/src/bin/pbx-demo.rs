@@ -523,8 +523,8 @@ async fn main() -> anyhow::Result<()> {
         day.len()
     );
     println!(
-        "  {:<7} {:<16} {:<9} {:>5} {:<14} {:<18} {}",
-        "call", "Subject", "CallType", "secs", "WhoId", "WhatId", "Owner"
+        "  {:<7} {:<16} {:<9} {:>5} {:<14} {:<18} Owner",
+        "call", "Subject", "CallType", "secs", "WhoId", "WhatId"
     );
     for t in &tasks {
         println!(

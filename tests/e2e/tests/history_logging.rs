@@ -120,7 +120,13 @@ async fn task_of(f: &Fixture, call_id: &str) -> Value {
 }
 
 /// (external id, record type, [(label, number, E.164)], account id, modified at)
-type PhoneBookRow<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str, &'a str)], Option<&'a str>, i64);
+type PhoneBookRow<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str, &'a str)],
+    Option<&'a str>,
+    i64,
+);
 
 fn phone_book(f: &Fixture, rows: &[PhoneBookRow<'_>]) {
     let rows: Vec<ContactRow> = rows

@@ -50,7 +50,15 @@ fn main() -> anyhow::Result<()> {
                 crit.extend(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
             }
             cargo(&crit)?;
-            let mut run = vec!["run", "--release", "-p", "pbx-bench", "--bin", "loadgen", "--"];
+            let mut run = vec![
+                "run",
+                "--release",
+                "-p",
+                "pbx-bench",
+                "--bin",
+                "loadgen",
+                "--",
+            ];
             if quick {
                 run.push("--quick");
             }
@@ -59,7 +67,14 @@ fn main() -> anyhow::Result<()> {
         "ci" => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             plugins()?;
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
         _ => {
@@ -70,13 +85,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("+ cargo {}", args.join(" "));
-    let status = Command::new(&cargo).args(args).status().with_context(|| format!("cannot run {cargo}"))?;
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
@@ -85,9 +106,15 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 
 /// Install the wasm32-wasip2 target through rustup when it is missing.
 fn ensure_wasm_target() -> anyhow::Result<()> {
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().context("cannot run rustc")?;
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("cannot run rustc")?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if Path::new(&sysroot).join("lib/rustlib/wasm32-wasip2").is_dir() {
+    if Path::new(&sysroot)
+        .join("lib/rustlib/wasm32-wasip2")
+        .is_dir()
+    {
         return Ok(());
     }
     eprintln!("+ rustup target add wasm32-wasip2");

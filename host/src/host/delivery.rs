@@ -115,11 +115,21 @@ impl Host {
 pub struct InFlight {
     pub running: std::collections::HashSet<i64>,
     finished: std::collections::HashSet<i64>,
+    /// Invocations running per (tenant, plugin).
+    per_plugin: HashMap<(String, String), usize>,
+}
+
+/// How many delivery invocations one tenant's plugin may run at once: a share of the workers,
+/// so that a tenant whose CRM hangs (every invocation waiting out its timeouts) cannot take
+/// all of them and stall every other tenant's deliveries (H-4). What waits stays queued.
+fn per_plugin_share(workers: usize) -> usize {
+    (workers / 4).max(1)
 }
 
 /// The delivery loop.
 pub(super) async fn run(host: Host) {
     let workers = Arc::new(Semaphore::new(host.inner.opts.delivery_workers.max(1)));
+    let share = per_plugin_share(host.inner.opts.delivery_workers.max(1));
     // When each (tenant, plugin) with batching last had something dispatched.
     let mut last_dispatch: HashMap<(String, String), i64> = HashMap::new();
     loop {
@@ -176,6 +186,17 @@ pub(super) async fn run(host: Host) {
         last_dispatch.retain(|_, at| now - *at < 600_000);
         let mut started = 0;
         for group in work {
+            let Some(key) = group.first().map(|d| (d.tenant.clone(), d.plugin.clone())) else {
+                continue;
+            };
+            // At its share: wait for one of its own invocations to finish (that wakes us).
+            if lock(&host.inner.in_flight)
+                .per_plugin
+                .get(&key)
+                .is_some_and(|n| *n >= share)
+            {
+                continue;
+            }
             let Ok(permit) = workers.clone().acquire_owned().await else {
                 return;
             };
@@ -186,10 +207,12 @@ pub(super) async fn run(host: Host) {
                 let mut in_flight = lock(&host.inner.in_flight);
                 if group.iter().any(|d| {
                     in_flight.running.contains(&d.id) || in_flight.finished.contains(&d.id)
-                }) {
+                }) || in_flight.per_plugin.get(&key).is_some_and(|n| *n >= share)
+                {
                     continue;
                 }
                 in_flight.running.extend(group.iter().map(|d| d.id));
+                *in_flight.per_plugin.entry(key.clone()).or_default() += 1;
             }
             started += 1;
             let host = host.clone();
@@ -200,6 +223,12 @@ pub(super) async fn run(host: Host) {
                 for id in ids {
                     in_flight.running.remove(&id);
                     in_flight.finished.insert(id);
+                }
+                if let Some(n) = in_flight.per_plugin.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        in_flight.per_plugin.remove(&key);
+                    }
                 }
                 drop(in_flight);
                 drop(permit);

@@ -921,3 +921,103 @@ async fn l8_batched_at_10_calls_per_second() {
         f.org.request_log()
     );
 }
+
+/// "Verify settings" of the call logger (H-11, A-4) through the admin API.
+async fn verify(f: &Fixture) -> (bool, Vec<Value>) {
+    let (status, body) = f
+        .env
+        .post("/v1/tenants/acme/plugins/history-logger/verify", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let failed = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["ok"] != true)
+        .cloned()
+        .collect();
+    (body["ok"] == true, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_logger_settings_check_names_wrong_credentials_and_a_missing_field_permission() {
+    let f = setup("").await;
+    let (ok, failed) = verify(&f).await;
+    assert!(ok, "right settings pass: {failed:#?}");
+
+    // a wrong security token (the password login cannot tell it from a wrong password)
+    f.env
+        .set_secret(
+            "acme",
+            "history-logger",
+            "salesforce.security_token",
+            "WRONG",
+        )
+        .await;
+    let (ok, failed) = verify(&f).await;
+    assert!(!ok);
+    let login = failed
+        .iter()
+        .find(|i| i["name"] == "login")
+        .unwrap_or_else(|| panic!("{failed:#?}"));
+    assert!(
+        login["field"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("salesforce."),
+        "{login}"
+    );
+    assert!(
+        login["message"]
+            .as_str()
+            .unwrap()
+            .contains("security token"),
+        "{login}"
+    );
+    f.env
+        .set_secret(
+            "acme",
+            "history-logger",
+            "salesforce.security_token",
+            "TOKENSECRET",
+        )
+        .await;
+
+    // a wrong client id names the setting, not a secret
+    let (_, view) = f.env.get("/v1/tenants/acme/plugins").await;
+    let mut config = view[0]["config"].clone();
+    config["client_id"] = json!("NOT_THE_APP");
+    f.env
+        .put("/v1/tenants/acme/plugins/history-logger/config", &config)
+        .await;
+    let (ok, failed) = verify(&f).await;
+    assert!(!ok);
+    assert!(
+        failed.iter().any(|i| i["field"] == "client_id"),
+        "{failed:#?}"
+    );
+    config["client_id"] = json!("ACME_CLIENT");
+    f.env
+        .put("/v1/tenants/acme/plugins/history-logger/config", &config)
+        .await;
+
+    // a field the integration user cannot see
+    f.org.deny_field("Task", "CallType");
+    let (ok, failed) = verify(&f).await;
+    assert!(!ok);
+    let item = failed
+        .iter()
+        .find(|i| i["name"].as_str().unwrap_or("").contains("CallType"))
+        .unwrap_or_else(|| panic!("{failed:#?}"));
+    assert!(
+        item["message"].as_str().unwrap().contains("CallType"),
+        "{item}"
+    );
+    // and no secret in any of it
+    let all = format!("{failed:?}");
+    assert!(
+        !all.contains("pw-secret-1")
+            && !all.contains("TOKENSECRET")
+            && !all.contains("client-secret-1")
+    );
+}

@@ -918,6 +918,15 @@ fn item(name: &str, ok: bool, field: Option<&str>, message: impl Into<String>) -
     }
 }
 
+fn from_check(c: pbx_salesforce::verify::Check) -> CheckItem {
+    CheckItem {
+        name: c.name,
+        ok: c.ok,
+        field: c.field,
+        message: c.message,
+    }
+}
+
 /// "Verify settings" (SPEC A-4): settings, login, Task and its fields, the Status value,
 /// the agent mapping. Every problem is reported, each naming the setting or field at fault.
 pub fn check(host: &impl Host, ctx: &Context) -> Vec<CheckItem> {
@@ -953,38 +962,12 @@ pub fn check(host: &impl Host, ctx: &Context) -> Vec<CheckItem> {
         }
     }
     let client = Client::new(host, cfg.salesforce.clone());
-    client.forget_session();
-    match client.login() {
-        Ok(s) => items.push(item(
-            "login",
-            true,
-            None,
-            format!(
-                "logged in to {} ({})",
-                s.instance_url,
-                cfg.salesforce.auth.as_str()
-            ),
-        )),
-        Err(SfError::Auth { error, description }) => {
-            let (field, message) = pbx_salesforce::auth::explain_auth_failure(
-                cfg.salesforce.auth,
-                &error,
-                &description,
-            );
-            items.push(item("login", false, Some(&field), message));
-            return items;
-        }
-        Err(SfError::Config { field, message }) => {
-            items.push(item(
-                "login",
-                false,
-                Some(&field),
-                format!("{field} {message}"),
-            ));
-            return items;
-        }
-        Err(e) => {
-            items.push(item("login", false, None, format!("login failed: {e}")));
+    // The shared login check names the wrong credential (password vs security token vs
+    // client id).
+    match pbx_salesforce::verify::login(&client) {
+        Ok(c) => items.push(from_check(c)),
+        Err(c) => {
+            items.push(from_check(c));
             return items;
         }
     }

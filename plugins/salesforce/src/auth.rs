@@ -127,7 +127,7 @@ pub fn login(host: &impl Host, cfg: &SalesforceConfig) -> Result<Session, SfErro
     let base = cfg.login_base()?;
     let timeout = cfg.timeout_ms.unwrap_or(crate::client::DEFAULT_TIMEOUT_MS);
     let mut session = match cfg.auth {
-        AuthMethod::Soap => soap_login(host, cfg, &base, timeout)?,
+        AuthMethod::Soap => soap_login(host, cfg, &base, timeout, true)?,
         method => {
             let body = match method {
                 AuthMethod::Password => {
@@ -269,16 +269,18 @@ fn xml_text(xml: &str, name: &str) -> Option<String> {
     None
 }
 
-/// SOAP partner `login()` (SALESFORCE-API.md §1d).
+/// SOAP partner `login()` (SALESFORCE-API.md §1d). `with_token: false` sends the password
+/// alone (the probe of [`diagnose_password_failure`]).
 fn soap_login(
     host: &impl Host,
     cfg: &SalesforceConfig,
     base: &str,
     timeout: u32,
+    with_token: bool,
 ) -> Result<Session, SfError> {
     let username = SalesforceConfig::require(&cfg.username, "username")?;
     let mut password = secret(host, SECRET_PASSWORD)?;
-    if let Some(token) = optional_secret(host, SECRET_SECURITY_TOKEN)? {
+    if with_token && let Some(token) = optional_secret(host, SECRET_SECURITY_TOKEN)? {
         password.push_str(token.trim());
     }
     let version = cfg.version()?;
@@ -352,8 +354,74 @@ pub fn parse_soap_login(resp: &Response, now_ms: i64) -> Result<Session, SfError
     })
 }
 
-/// A login failure explained for the tenant admin: the setting (or secret) at fault and what
-/// to do. Used by "verify settings" (SPEC A-4, H-11).
+/// Whether a login failure is the OAuth password flow's `invalid_grant` "authentication
+/// failure", which Salesforce answers for a wrong password and a wrong security token alike.
+pub fn is_password_or_token_failure(method: AuthMethod, error: &str, description: &str) -> bool {
+    method == AuthMethod::Password
+        && error == "invalid_grant"
+        && description
+            .to_ascii_lowercase()
+            .contains("authentication failure")
+}
+
+/// After the password flow's "authentication failure": which of the password and the security
+/// token is wrong. One SOAP `login()` with the password alone (no token): `INVALID_LOGIN` means
+/// the password (or the user name) is wrong; `LOGIN_MUST_USE_SECURITY_TOKEN` means the password
+/// is right and the token is wrong or missing; a success (a trusted network needs no token)
+/// with a token set means the token is wrong. `None` when the probe tells nothing (SOAP login
+/// unavailable, another error): the caller keeps "password or security token".
+///
+/// Returns the secret at fault and the message; no secret value is ever in it.
+pub fn diagnose_password_failure(
+    host: &impl Host,
+    cfg: &SalesforceConfig,
+) -> Option<(String, String)> {
+    let base = cfg.login_base().ok()?;
+    let timeout = cfg.timeout_ms.unwrap_or(crate::client::DEFAULT_TIMEOUT_MS);
+    let token_set = host.secret(SECRET_SECURITY_TOKEN).is_ok();
+    match soap_login(host, cfg, &base, timeout, false) {
+        Err(SfError::Auth { error, .. }) if error == "LOGIN_MUST_USE_SECURITY_TOKEN" => Some((
+            SECRET_SECURITY_TOKEN.into(),
+            if token_set {
+                "login failed: the security token is wrong (the password is right); reset it in Salesforce (Settings > Reset My Security Token) and set salesforce.security_token".into()
+            } else {
+                "login failed: Salesforce requires a security token from this network; set salesforce.security_token".into()
+            },
+        )),
+        Err(SfError::Auth { error, .. }) if error == "INVALID_LOGIN" => Some((
+            SECRET_PASSWORD.into(),
+            format!(
+                "login failed: the password of {} is wrong (or the user name is); set salesforce.password",
+                cfg.username.as_deref().unwrap_or("the user")
+            ),
+        )),
+        Ok(_) if token_set => Some((
+            SECRET_SECURITY_TOKEN.into(),
+            "login failed: the security token is wrong (the password is right and this network needs no token); correct or remove salesforce.security_token".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// A failed login explained for "verify settings" (SPEC A-4, H-11): the setting (or secret) at
+/// fault and what to do. For the password flow's "authentication failure" it runs the probe of
+/// [`diagnose_password_failure`] (one extra request, only when the login already failed) to
+/// name the password or the security token; otherwise [`explain_auth_failure`].
+pub fn explain_login_failure(
+    host: &impl Host,
+    cfg: &SalesforceConfig,
+    error: &str,
+    description: &str,
+) -> (String, String) {
+    is_password_or_token_failure(cfg.auth, error, description)
+        .then(|| diagnose_password_failure(host, cfg))
+        .flatten()
+        .unwrap_or_else(|| explain_auth_failure(cfg.auth, error, description))
+}
+
+/// A login failure explained for the tenant admin from Salesforce's answer alone: the setting
+/// (or secret) at fault and what to do. Used by "verify settings" (SPEC A-4, H-11); prefer
+/// [`explain_login_failure`], which also tells a wrong password from a wrong token.
 pub fn explain_auth_failure(
     method: AuthMethod,
     error: &str,

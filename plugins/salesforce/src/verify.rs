@@ -45,8 +45,9 @@ pub struct Need {
     pub query: bool,
 }
 
-/// Logs in afresh (the cached session is forgotten). `Err` carries the failed item: the
-/// remaining checks cannot run without a session.
+/// Logs in afresh (the cached session is forgotten). `Err` carries the failed item, naming the
+/// wrong credential ([`crate::auth::explain_login_failure`]: password vs security token vs
+/// client id): the remaining checks cannot run without a session.
 pub fn login<H: Host>(client: &Client<H>) -> Result<Check, Check> {
     let cfg = client.config();
     client.forget_session();
@@ -57,7 +58,7 @@ pub fn login<H: Host>(client: &Client<H>) -> Result<Check, Check> {
         )),
         Err(SfError::Auth { error, description }) => {
             let (field, message) =
-                crate::auth::explain_auth_failure(cfg.auth, &error, &description);
+                crate::auth::explain_login_failure(client.host(), cfg, &error, &description);
             Err(Check::fail("login", Some(&field), message))
         }
         Err(SfError::Config { field, message }) => Err(Check::fail(

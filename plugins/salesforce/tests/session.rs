@@ -515,3 +515,101 @@ fn sandbox_and_my_domain_hosts() {
         assert_eq!(host.requests()[0].url, expected);
     }
 }
+
+const AUTH_FAILURE: &[u8] =
+    br#"{"error":"invalid_grant","error_description":"authentication failure"}"#;
+
+fn soap_fault(code: &str) -> Vec<u8> {
+    format!("<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: Invalid username, password, security token; or user locked out.</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>").into_bytes()
+}
+
+/// The password flow's "authentication failure", then the shared check's SOAP probe answering
+/// `probe`: the login item of "verify settings".
+fn verify_login_after_auth_failure(
+    host: &FakeHost,
+    probe: Option<(u16, Vec<u8>)>,
+) -> pbx_salesforce::verify::Check {
+    host.push_response(400, &[], AUTH_FAILURE);
+    if let Some((status, body)) = probe {
+        host.push_response(status, &[], &body);
+    }
+    let client = Client::new(host, common::config());
+    let check = pbx_salesforce::verify::login(&client).expect_err("login fails");
+    assert_eq!(check.name, "login");
+    assert!(!check.ok);
+    common::assert_no_secret_leaks(host, std::slice::from_ref(&check.message));
+    check
+}
+
+#[test]
+fn verify_login_names_a_wrong_password() {
+    let host = FakeHost::new();
+    common::set_password_secrets(&host);
+    let check = verify_login_after_auth_failure(&host, Some((500, soap_fault("INVALID_LOGIN"))));
+    assert_eq!(check.field.as_deref(), Some("salesforce.password"));
+    assert_eq!(
+        check.message,
+        "login failed: the password of integration@example.com is wrong (or the user name is); set salesforce.password"
+    );
+    // The probe is a SOAP login() with the password alone, never the token.
+    let reqs = host.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[1].url,
+        "https://login.salesforce.com/services/Soap/u/53.0"
+    );
+    let envelope = String::from_utf8(reqs[1].body.clone().expect("body")).expect("utf-8");
+    assert!(envelope.contains(&format!("<n1:password>{}</n1:password>", common::PASSWORD)));
+    assert!(!envelope.contains(common::SECURITY_TOKEN));
+}
+
+#[test]
+fn verify_login_names_a_wrong_security_token() {
+    let host = FakeHost::new();
+    common::set_password_secrets(&host);
+    let check = verify_login_after_auth_failure(
+        &host,
+        Some((500, soap_fault("LOGIN_MUST_USE_SECURITY_TOKEN"))),
+    );
+    assert_eq!(check.field.as_deref(), Some("salesforce.security_token"));
+    assert!(
+        check
+            .message
+            .contains("the security token is wrong (the password is right)"),
+        "{}",
+        check.message
+    );
+    // From a trusted network the password alone logs in: the token set is the wrong one.
+    let host = FakeHost::new();
+    common::set_password_secrets(&host);
+    let ok = br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><loginResponse><result><serverUrl>https://na15-api.salesforce.com/services/Soap/u/53.0/00D</serverUrl><sessionId>00D!PROBE</sessionId></result></loginResponse></soapenv:Body></soapenv:Envelope>"#;
+    let check = verify_login_after_auth_failure(&host, Some((200, ok.to_vec())));
+    assert_eq!(check.field.as_deref(), Some("salesforce.security_token"));
+    assert!(check.message.contains("this network needs no token"));
+    assert!(!check.message.contains("00D!PROBE"));
+}
+
+#[test]
+fn verify_login_keeps_password_or_token_when_soap_login_is_unavailable() {
+    let host = FakeHost::new();
+    common::set_password_secrets(&host);
+    let check =
+        verify_login_after_auth_failure(&host, Some((500, soap_fault("INVALID_OPERATION"))));
+    assert_eq!(check.field.as_deref(), Some("salesforce.security_token"));
+    assert_eq!(
+        check.message,
+        "login failed: the password or security token is wrong (Salesforce: authentication failure)"
+    );
+    // Any other login failure is explained as before, without a probe.
+    let host = FakeHost::new();
+    common::set_password_secrets(&host);
+    host.push_response(
+        400,
+        &[],
+        br#"{"error":"invalid_client_id","error_description":"client identifier invalid"}"#,
+    );
+    let check =
+        pbx_salesforce::verify::login(&Client::new(&host, common::config())).expect_err("refused");
+    assert_eq!(check.field.as_deref(), Some("client_id"));
+    assert_eq!(host.requests().len(), 1, "no probe");
+}

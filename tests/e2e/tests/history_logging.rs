@@ -945,43 +945,43 @@ async fn a4_logger_settings_check_names_wrong_credentials_and_a_missing_field_pe
     let (ok, failed) = verify(&f).await;
     assert!(ok, "right settings pass: {failed:#?}");
 
-    // a wrong security token (the password login cannot tell it from a wrong password)
-    f.env
-        .set_secret(
-            "acme",
-            "history-logger",
+    // a wrong password and a wrong security token: the password login answers "authentication
+    // failure" for both; the shared check's SOAP probe names the one at fault
+    for (secret, wrong, right, field, words) in [
+        (
+            "salesforce.password",
+            "WRONG-PW",
+            "pw-secret-1",
+            "salesforce.password",
+            "password of admin@acme.example is wrong",
+        ),
+        (
             "salesforce.security_token",
             "WRONG",
-        )
-        .await;
-    let (ok, failed) = verify(&f).await;
-    assert!(!ok);
-    let login = failed
-        .iter()
-        .find(|i| i["name"] == "login")
-        .unwrap_or_else(|| panic!("{failed:#?}"));
-    assert!(
-        login["field"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("salesforce."),
-        "{login}"
-    );
-    assert!(
-        login["message"]
-            .as_str()
-            .unwrap()
-            .contains("security token"),
-        "{login}"
-    );
-    f.env
-        .set_secret(
-            "acme",
-            "history-logger",
-            "salesforce.security_token",
             "TOKENSECRET",
-        )
-        .await;
+            "salesforce.security_token",
+            "security token is wrong (the password is right)",
+        ),
+    ] {
+        f.env
+            .set_secret("acme", "history-logger", secret, wrong)
+            .await;
+        let (ok, failed) = verify(&f).await;
+        assert!(!ok);
+        let login = failed
+            .iter()
+            .find(|i| i["name"] == "login")
+            .unwrap_or_else(|| panic!("{failed:#?}"));
+        assert_eq!(login["field"], field, "{login}");
+        assert!(
+            login["message"].as_str().unwrap().contains(words),
+            "{login}"
+        );
+        assert!(!format!("{failed:?}").contains(wrong), "{failed:#?}");
+        f.env
+            .set_secret("acme", "history-logger", secret, right)
+            .await;
+    }
 
     // a wrong client id names the setting, not a secret
     let (_, view) = f.env.get("/v1/tenants/acme/plugins").await;

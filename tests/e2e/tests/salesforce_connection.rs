@@ -388,51 +388,51 @@ async fn a4_verify_settings_names_the_wrong_field() {
     // (what is wrong, field expected, words the message must carry)
     let first_failure = |v: &Value| failures(v).first().cloned().unwrap_or(Value::Null);
 
-    // Wrong password: Salesforce answers "authentication failure" for a wrong password and a
-    // wrong token alike; the message says so.
-    env.set_secret("acme", "case-creation", "salesforce.password", "bad-pw")
-        .await;
-    let v = verify(&env, "case-creation").await;
-    let f = first_failure(&v);
-    assert_eq!(f["name"], "login", "{v}");
-    assert_eq!(f["field"], "salesforce.security_token", "{v}");
-    assert!(
-        f["message"].as_str().unwrap_or("").contains("password"),
-        "{v}"
-    );
-    env.set_secret(
-        "acme",
-        "case-creation",
-        "salesforce.password",
-        "pw-secret-1",
-    )
-    .await;
+    // Wrong password, then wrong security token, for both plugins: Salesforce's password
+    // flow answers "authentication failure" for either; the shared check's SOAP login()
+    // without the token tells them apart (INVALID_LOGIN vs LOGIN_MUST_USE_SECURITY_TOKEN).
+    configure(&env, &sf, "ivr-greeting", base.clone()).await;
+    password_secrets(&env, "ivr-greeting").await;
+    assert_eq!(verify(&env, "ivr-greeting").await["ok"], true);
+    for plugin in ["case-creation", "ivr-greeting"] {
+        env.set_secret("acme", plugin, "salesforce.password", "bad-pw")
+            .await;
+        let v = verify(&env, plugin).await;
+        let f = first_failure(&v);
+        assert_eq!(f["name"], "login", "{plugin}: {v}");
+        assert_eq!(f["field"], "salesforce.password", "{plugin}: {v}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("password of admin@acme.example is wrong"),
+            "{plugin}: {v}"
+        );
+        env.set_secret("acme", plugin, "salesforce.password", "pw-secret-1")
+            .await;
 
-    // Wrong security token (seed 000: "the security token is invalid").
-    env.set_secret(
-        "acme",
-        "case-creation",
-        "salesforce.security_token",
-        "BADTOKEN",
-    )
-    .await;
-    let v = verify(&env, "case-creation").await;
-    let f = first_failure(&v);
-    assert_eq!(f["field"], "salesforce.security_token", "{v}");
-    assert!(
-        f["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("security token"),
-        "{v}"
-    );
-    env.set_secret(
-        "acme",
-        "case-creation",
-        "salesforce.security_token",
-        "TOKENSECRET",
-    )
-    .await;
+        // Wrong security token (seed 000: "the security token is invalid").
+        env.set_secret("acme", plugin, "salesforce.security_token", "BADTOKEN")
+            .await;
+        let v = verify(&env, plugin).await;
+        let f = first_failure(&v);
+        assert_eq!(f["name"], "login", "{plugin}: {v}");
+        assert_eq!(f["field"], "salesforce.security_token", "{plugin}: {v}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("security token is wrong (the password is right)"),
+            "{plugin}: {v}"
+        );
+        let text = v.to_string();
+        for secret in ["bad-pw", "BADTOKEN", "pw-secret-1", "client-secret-1"] {
+            assert!(!text.contains(secret), "{plugin}: secret in {v}");
+        }
+        env.set_secret("acme", plugin, "salesforce.security_token", "TOKENSECRET")
+            .await;
+        assert_eq!(verify(&env, plugin).await["ok"], true, "{plugin}");
+    }
 
     // Wrong client id.
     configure(

@@ -173,6 +173,14 @@ impl Storage for SqliteStorage {
     ) -> Result<std::result::Result<(), u64>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // Expired entries are gone for the plugin (state_get hides them): drop them so they
+        // neither count toward the cap nor pile up. Otherwise every key ever written with a
+        // TTL (the logger's call -> Task links) would count forever, and once the cap was
+        // reached every write, and every call log that needs one, would fail for good.
+        tx.execute(
+            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3",
+            params![tenant, plugin, crate::clock::now_ms()],
+        )?;
         let others: i64 = tx.query_row(
             "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM state \
              WHERE tenant=?1 AND plugin=?2 AND key<>?3",
@@ -645,6 +653,19 @@ mod tests {
         s.state_set("a", "p", "k1", &"y".repeat(90), None, 100)
             .unwrap()
             .unwrap();
+    }
+
+    #[test]
+    fn expired_state_does_not_count_toward_the_cap() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let past = crate::clock::now_ms() - 1;
+        s.state_set("a", "p", "old", &"x".repeat(60), Some(past), 100)
+            .unwrap()
+            .unwrap();
+        s.state_set("a", "p", "new", &"x".repeat(60), None, 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.state_get("a", "p", "old", 0).unwrap(), None, "purged");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use exports::pbx::plugin::settings_check::CheckItem;
 use pbx_plugin_sdk::log::Level;
+use pbx_plugin_sdk::state::StateError;
 use pbx_plugin_sdk::{
     Call, CallEvent, Context, Direction, EventKind, Host, PluginError, TransferKind, WasmHost,
 };
@@ -53,6 +54,26 @@ const TRANSCRIPT_STATE_CHARS: usize = 16_000;
 /// while it is being created (effectively-once, H-8).
 pub fn task_key(call_id: &str) -> String {
     format!("task:{call_id}")
+}
+
+/// Writes the call -> Task link. `Ok(false)`: the tenant's plugin state is full (logged). A
+/// full state must not cost a call log: without the link, the Task is looked up by CallObject
+/// before every create instead (see [`create_one`]).
+fn remember(host: &impl Host, call_id: &str, value: &str) -> Result<bool, PluginError> {
+    match host.state_set(&task_key(call_id), value, Some(TASK_KEY_TTL_SECS)) {
+        Ok(()) => Ok(true),
+        Err(StateError::TooLarge(limit)) => {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "call {call_id}: the plugin's state is full ({limit} bytes): the call's Task \
+                     is found by CallObject instead of from state (one more Salesforce request)"
+                ),
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn case_key(call_id: &str) -> String {
@@ -212,20 +233,26 @@ fn create_one(
         );
         return Ok(());
     }
-    if maybe_created(ctx, marker.as_deref()) {
+    // Whether the Task exists: looked up by CallObject (Ok(true): found and logged).
+    let look_up = || -> Result<bool, PluginError> {
         let found = find_by_call_object(client, &[&call.call_id])
             .map_err(|e| fail(host, &call.call_id, "looking for an earlier Task", e))?;
-        if let Some(id) = found.get(&call.call_id) {
-            host.state_set(&key, id, Some(TASK_KEY_TTL_SECS))?;
-            host.log(
-                Level::Info,
-                &format!(
-                    "call {}: Task {id} was already created by an earlier attempt",
-                    call.call_id
-                ),
-            );
-            return Ok(());
-        }
+        let Some(id) = found.get(&call.call_id) else {
+            return Ok(false);
+        };
+        remember(host, &call.call_id, id)?;
+        host.log(
+            Level::Info,
+            &format!(
+                "call {}: Task {id} was already created by an earlier attempt",
+                call.call_id
+            ),
+        );
+        Ok(true)
+    };
+    let looked_up = maybe_created(ctx, marker.as_deref());
+    if looked_up && look_up()? {
+        return Ok(());
     }
     let number = task::other_party(call);
     let found = match known_match(host, cfg, call) {
@@ -252,22 +279,33 @@ fn create_one(
         transcript_summary: event.transcript.as_ref().and_then(|t| t.summary.as_deref()),
     };
     let mut record = task::build_task(call, kind, cfg, &x, owner.as_deref(), host.now_ms());
-    host.state_set(
-        &key,
-        &format!("pending:{}", ctx.attempt),
-        Some(TASK_KEY_TTL_SECS),
-    )?;
+    // Without the pending marker (state full) a retry after a crash could not know that the
+    // Task may exist: look it up right before every create instead.
+    if !remember(host, &call.call_id, &format!("pending:{}", ctx.attempt))?
+        && !looked_up
+        && look_up()?
+    {
+        return Ok(());
+    }
     let id = if cfg.case_link {
         let (case_id, task_id) =
             create_with_case(client, cfg, call, kind, found.as_ref(), &mut record)?;
-        host.state_set(&case_key(&call.call_id), &case_id, Some(TASK_KEY_TTL_SECS))?;
+        // Only a convenience for later events of the call: never fail the call log on it.
+        if let Err(e) = host.state_set(&case_key(&call.call_id), &case_id, Some(TASK_KEY_TTL_SECS))
+        {
+            host.log(
+                Level::Warn,
+                &format!("call {}: could not keep the Case id: {e:?}", call.call_id),
+            );
+        }
         task_id
     } else {
         client
             .create("Task", &record)
             .map_err(|e| fail(host, &call.call_id, "creating the Task", e))?
     };
-    host.state_set(&key, &id, Some(TASK_KEY_TTL_SECS))?;
+    // The Task exists: a full state only means a later event finds it by CallObject.
+    remember(host, &call.call_id, &id)?;
     host.log(
         Level::Info,
         &format!(
@@ -401,7 +439,7 @@ fn update_task(
                 .map_err(|e| fail(host, &call.call_id, "looking for the call's Task", e))?;
             match found.get(&call.call_id) {
                 Some(id) => {
-                    host.state_set(&task_key(&call.call_id), id, Some(TASK_KEY_TTL_SECS))?;
+                    remember(host, &call.call_id, id)?;
                     id.clone()
                 }
                 None => {
@@ -661,11 +699,17 @@ fn resolve_owner(
                 .then(|| u.get("Id").and_then(Value::as_str).map(str::to_string))
                 .flatten()
         });
-        host.state_set(
+        // A cache: a full state costs a look-up next time, never the call log.
+        if let Err(e) = host.state_set(
             &key,
             found.as_deref().unwrap_or("-"),
             Some(USER_CACHE_TTL_SECS),
-        )?;
+        ) {
+            host.log(
+                Level::Warn,
+                &format!("could not cache the user of {target}: {e:?}"),
+            );
+        }
         host.log(
             Level::Info,
             &match &found {
@@ -747,15 +791,14 @@ pub fn handle_events(
                     let call_id = &events[i].call.call_id;
                     match found.get(call_id) {
                         Some(id) => {
-                            match host.state_set(&task_key(call_id), id, Some(TASK_KEY_TTL_SECS))
-                            {
-                                Ok(()) => host.log(
+                            match remember(host, call_id, id) {
+                                Ok(_) => host.log(
                                     Level::Info,
                                     &format!(
                                         "call {call_id}: Task {id} was already created by an earlier attempt"
                                     ),
                                 ),
-                                Err(e) => results[i] = Err(e.into()),
+                                Err(e) => results[i] = Err(e),
                             }
                         }
                         None => todo.push((i, kind)),
@@ -809,6 +852,7 @@ pub fn handle_events(
     // The Task records.
     let now = host.now_ms();
     let mut records: Vec<(usize, Value)> = Vec::new();
+    let mut unmarked: Vec<(usize, Value)> = Vec::new();
     for (n, (i, kind)) in todo.iter().enumerate() {
         if failed[n] {
             continue;
@@ -832,15 +876,42 @@ pub fn handle_events(
         if let Some(o) = record.as_object_mut() {
             o.insert("attributes".into(), json!({"type": "Task"}));
         }
-        if let Err(e) = host.state_set(
-            &task_key(&ev.call.call_id),
-            &format!("pending:{}", ctx.attempt),
-            Some(TASK_KEY_TTL_SECS),
-        ) {
-            results[*i] = Err(e.into());
-            continue;
+        match remember(host, &ev.call.call_id, &format!("pending:{}", ctx.attempt)) {
+            Ok(true) => records.push((*i, record)),
+            Ok(false) => unmarked.push((*i, record)),
+            Err(e) => results[*i] = Err(e),
         }
-        records.push((*i, record));
+    }
+    // No pending marker (state full): look the Tasks up right before creating them, so that
+    // a retry after a crash never creates a second one (see `create_one`).
+    if !unmarked.is_empty() {
+        let ids: Vec<&str> = unmarked
+            .iter()
+            .map(|(i, _)| events[*i].call.call_id.as_str())
+            .collect();
+        match find_by_call_object(&client, &ids) {
+            Ok(found) => {
+                for (i, record) in unmarked {
+                    let call_id = &events[i].call.call_id;
+                    match found.get(call_id) {
+                        Some(id) => host.log(
+                            Level::Info,
+                            &format!(
+                                "call {call_id}: Task {id} was already created by an earlier attempt"
+                            ),
+                        ),
+                        None => records.push((i, record)),
+                    }
+                }
+                records.sort_by_key(|(i, _)| *i);
+            }
+            Err(e) => {
+                let e = fail(host, "batch", "looking for earlier Tasks", e);
+                for (i, _) in unmarked {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
     }
     for chunk in records.chunks(COLLECTION_SIZE) {
         let body: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
@@ -851,8 +922,7 @@ pub fn handle_events(
                     results[*i] = match saved.get(n) {
                         Some(r) if r.success && r.id.is_some() => {
                             let id = r.id.clone().unwrap_or_default();
-                            host.state_set(&task_key(call_id), &id, Some(TASK_KEY_TTL_SECS))
-                                .map_err(PluginError::from)
+                            remember(host, call_id, &id).map(|_| ())
                         }
                         Some(r) => {
                             let e = match r.errors.first() {

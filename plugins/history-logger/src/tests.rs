@@ -460,3 +460,128 @@ fn memo_update_patches_the_task_and_retries_a_locked_row() {
     let e = handle_event(&h, &sample_context(cfg), &ev).expect_err("locked");
     assert_eq!(e.kind, ErrorKind::Transient);
 }
+
+/// A host whose plugin state is full for the call -> Task links (`task:*`).
+struct FullState<'a>(&'a FakeHost);
+
+impl Host for FullState<'_> {
+    fn http_send(
+        &self,
+        req: &pbx_plugin_sdk::http::Request,
+    ) -> Result<pbx_plugin_sdk::http::Response, pbx_plugin_sdk::http::HttpError> {
+        self.0.http_send(req)
+    }
+    fn secret(
+        &self,
+        name: &str,
+    ) -> Result<String, pbx_plugin_sdk::bindings::pbx::plugin::secrets::SecretError> {
+        self.0.secret(name)
+    }
+    fn state_get(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.0.state_get(key)
+    }
+    fn state_set(&self, key: &str, value: &str, ttl: Option<u32>) -> Result<(), StateError> {
+        if key.starts_with("task:") {
+            return Err(StateError::TooLarge(4 << 20));
+        }
+        self.0.state_set(key, value, ttl)
+    }
+    fn state_delete(&self, key: &str) -> Result<(), StateError> {
+        self.0.state_delete(key)
+    }
+    fn contacts_upsert(
+        &self,
+        entries: &[Contact],
+    ) -> Result<u32, pbx_plugin_sdk::bindings::pbx::plugin::contacts::ContactsError> {
+        self.0.contacts_upsert(entries)
+    }
+    fn contacts_delete(
+        &self,
+        external_id: &str,
+    ) -> Result<(), pbx_plugin_sdk::bindings::pbx::plugin::contacts::ContactsError> {
+        self.0.contacts_delete(external_id)
+    }
+    fn contacts_get(
+        &self,
+        external_id: &str,
+    ) -> Result<Contact, pbx_plugin_sdk::bindings::pbx::plugin::contacts::ContactsError> {
+        self.0.contacts_get(external_id)
+    }
+    fn contacts_lookup(
+        &self,
+        number: &str,
+    ) -> Result<Vec<Contact>, pbx_plugin_sdk::bindings::pbx::plugin::contacts::ContactsError> {
+        self.0.contacts_lookup(number)
+    }
+    fn log(&self, level: Level, message: &str) {
+        self.0.log(level, message)
+    }
+    fn now_ms(&self) -> i64 {
+        self.0.now_ms()
+    }
+}
+
+const NO_TASK: &[u8] = br#"{"totalSize":0,"done":true,"records":[]}"#;
+
+#[test]
+fn a_full_state_costs_a_look_up_not_the_call_log() {
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(200, &[], NO_TASK);
+    created(&h, "00T000000000001AAA");
+    let ev = sample_event(EventKind::Ended, Direction::Inbound);
+    handle_event(&FullState(&h), &sample_context(CONFIG), &ev).expect("logged");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 4, "login, search, look-up by CallObject, create");
+    assert!(reqs[2].url.contains("CallObject"), "{}", reqs[2].url);
+    assert!(reqs[3].url.ends_with("/sobjects/Task"));
+    let logs: Vec<String> = h.logs().into_iter().map(|(_, l)| l).collect();
+    assert!(
+        logs.iter().any(|l| l.contains("state is full")),
+        "{logs:?}"
+    );
+
+    // Delivered again (after a crash, the create answered but not recorded): found, not
+    // created again.
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(
+        200,
+        &[],
+        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000001AAA","CallObject":"1001"}]}"#,
+    );
+    handle_event(&FullState(&h), &sample_context(CONFIG), &ev).expect("idempotent");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 6, "search, look-up; no create");
+    assert!(reqs[5].url.contains("CallObject"));
+}
+
+#[test]
+fn a_full_state_in_a_batch_looks_the_tasks_up_before_the_create() {
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    // c1 was created by an attempt that crashed; c2 was not.
+    h.push_response(
+        200,
+        &[],
+        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000001AAA","CallObject":"c1"}]}"#,
+    );
+    h.push_response(
+        200,
+        &[],
+        json!([{"id":"00T000000000002AAA","success":true,"errors":[]}])
+            .to_string()
+            .as_bytes(),
+    );
+    let events = vec![ended("c1", "0311110000"), ended("c2", "0322220000")];
+    let results = handle_events(&FullState(&h), &sample_context(CONFIG), &events);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 4, "login, search, look-up, create");
+    assert!(reqs[2].url.contains("CallObject") && reqs[2].url.contains("c2"));
+    let body = sent_json(&h, 3);
+    let recs = body["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 1, "only c2 is created: {recs:?}");
+    assert_eq!(recs[0]["CallObject"], "c2");
+}

@@ -1373,3 +1373,159 @@ async fn sigterm_lets_in_flight_invocations_finish_and_queued_ones_run_after_res
         t0.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. The plugin's state is full.
+
+/// The history logger keeps per call, for 90 days, its Task id and (L-6) the last memo and
+/// up to 16,000 characters of transcript, in a plugin state capped at 4 MiB per tenant
+/// (`limits.state_bytes`): a tenant using speech recognition fills it within a few hundred
+/// calls. Scaled down here (a 40,000-byte cap, 9,000-character transcripts). A full state
+/// must cost at most a look-up per call, never a call log: every call still gets exactly one
+/// Task, nothing is dead-lettered, also across a crash inside a create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_plugin_state_neither_loses_nor_duplicates_call_logs() {
+    let t0 = Instant::now();
+    let sf = standin().await;
+    let org = sf.add_org(OrgSpec::default());
+    let forwarded_to = org.insert(
+        "User",
+        json!({"LastName": "Suzuki", "Username": "suzuki@acme.example", "Phone": "090-1234-5678"}),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A short batch window: the state is filled call by call, quickly; bursts still batch.
+    let mut tenant = TenantSetup::new("acme", &sf, &org);
+    tenant.plugin_lines = "batch_window_ms = 200".into();
+    write_setup_with(
+        dir.path(),
+        Some(BATCH),
+        &format!("{PRODUCTION_LIMITS}\nstate_bytes = 40000"),
+        &[tenant],
+    );
+    let mut host = HostProcess::start(dir.path()).await;
+    let call = |id: &str, number: &str| {
+        ended_call("acme", id, "inbound", number, "0501111222", "answered", 30)
+    };
+    let mut expected = BTreeSet::new();
+
+    // Calls with transcripts of decreasing lengths fill the state to within a few bytes.
+    // (ASCII: the host counts stored values in characters, a new value in bytes.)
+    let phrase = "Thank you for calling. ";
+    for (i, len) in [
+        16_000, 12_000, 6_000, 3_000, 1_500, 800, 400, 200, 100, 50, 25, 12, 6,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("t{i:02}");
+        post_ok(&host, &call(&id, "0312345678")).await;
+        let mut tr = call(&id, "0312345678");
+        tr["kind"] = json!("transcript-updated");
+        tr["event_id"] = json!(format!("{id}-transcript"));
+        tr["transcript"] = json!({"text": phrase.chars().cycle().take(len).collect::<String>(), "summary": "折返し"});
+        post_ok(&host, &tr).await;
+        expected.insert(id);
+        wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    }
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    let log = host.log_lines("acme").await;
+    assert!(
+        log.iter().any(|l| l.contains("state is full")),
+        "the state did not fill up: {log:#?}"
+    );
+
+    // Calls go on: known and unknown numbers, an automatic forwarding (its owner look-up is
+    // cached in state too), memo updates of the first calls; and a redelivery.
+    for i in 0..30 {
+        let id = format!("f{i:02}");
+        let number = if i % 2 == 0 {
+            "0312345678"
+        } else {
+            "0399990000"
+        };
+        post_ok(&host, &call(&id, number)).await;
+        expected.insert(id);
+    }
+    let mut fwd = call("fwd", "0312345678");
+    fwd["call"]["outcome"] = json!("missed");
+    fwd["call"]["answered_at"] = Value::Null;
+    fwd["call"]["duration_seconds"] = json!(0);
+    fwd["call"]["transfer"] =
+        json!({"kind": "automatic-forwarding", "target_number": "09012345678"});
+    post_ok(&host, &fwd).await;
+    expected.insert("fwd".into());
+    for i in 0..4 {
+        post_ok(
+            &host,
+            &memo_event("acme", &format!("t{i:02}"), "0312345678", &["要折返"]),
+        )
+        .await;
+    }
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    let mut again = call("f00", "0312345678");
+    again["event_id"] = json!("f00-ended-again");
+    post_ok(&host, &again).await;
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    let problems = exactly_once_problems("acme", &org, &expected);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{:#?}",
+        host.log_lines("acme").await
+    );
+    let tasks = tasks_by_call(&org);
+    assert_eq!(
+        tasks["fwd"][0]["OwnerId"].as_str(),
+        Some(forwarded_to.as_str())
+    );
+    for i in 0..4 {
+        let d = tasks[&format!("t{i:02}")][0]["Description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(d.contains("応対メモ: 要折返"), "t{i}: {d}");
+    }
+
+    // A crash inside a create while the state is full: no pending marker can be written,
+    // the Task is looked up by CallObject right before it is created, and again after the
+    // restart. Freeze the daemon while Salesforce holds the create, let Salesforce write it,
+    // kill the daemon.
+    org.inject(
+        Fault::new(FaultKind::Latency(CREATE_LATENCY))
+            .method("POST")
+            .path_contains("/sobjects/Task"),
+    );
+    let looked_up_before = org.request_log().len();
+    post_ok(&host, &call("crash", "0399990000")).await;
+    wait_for(
+        "the look-up of the call's Task right before its create",
+        Duration::from_secs(20),
+        || {
+            org.request_log()[looked_up_before..]
+                .iter()
+                .any(|r| r.path.contains("query") && r.path.contains("crash"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.signal("STOP");
+    wait_for(
+        "Salesforce to create the Task",
+        CREATE_LATENCY + Duration::from_secs(10),
+        || tasks_by_call(&org).contains_key("crash"),
+    )
+    .await;
+    host.kill();
+    expected.insert("crash".into());
+    let host = HostProcess::start(dir.path()).await;
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    let problems = exactly_once_problems("acme", &org, &expected);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{:#?}",
+        host.log_lines("acme").await
+    );
+    println!(
+        "full-state test: {} Tasks, each once, no dead letter; total {:?}",
+        expected.len(),
+        t0.elapsed()
+    );
+}

@@ -284,8 +284,17 @@ fn backoff_ms(attempts: u32) -> i64 {
 
 /// Deliver one event (a group of one) or a batch (one event per call) to one plugin.
 async fn deliver(host: &Host, group: Vec<Delivery>) {
+    for d in deliver_group(host, group).await {
+        deliver_group(host, vec![d]).await;
+    }
+}
+
+/// [`deliver`]; returns the events of a batch to deliver one by one instead.
+async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
     let storage = host.storage();
-    let Some(first) = group.first() else { return };
+    let Some(first) = group.first() else {
+        return Vec::new();
+    };
     let (tenant_id, plugin_id) = (first.tenant.clone(), first.plugin.clone());
     let dead_all = |msg: &str| {
         for d in &group {
@@ -299,18 +308,22 @@ async fn deliver(host: &Host, group: Vec<Delivery>) {
         registry.tenants.get(&tenant_id),
         registry.plugins.get(&plugin_id),
     ) else {
-        return dead_all("the tenant or plugin is no longer configured");
+        dead_all("the tenant or plugin is no longer configured");
+        return Vec::new();
     };
     let (enabled, config) = match host.effective(&registry, &tenant_id, &plugin_id) {
         Ok(x) => x,
-        Err(e) => return dead_all(&e.to_string()),
+        Err(e) => {
+            dead_all(&e.to_string());
+            return Vec::new();
+        }
     };
     if !enabled {
         // Disabled after the events were accepted: the tenant asked for no more work.
         for d in &group {
             let _ = storage.complete(d.id);
         }
-        return;
+        return Vec::new();
     }
     let component = match &plugin.component {
         Ok(c) => c,
@@ -319,7 +332,7 @@ async fn deliver(host: &Host, group: Vec<Delivery>) {
             for d in &group {
                 let _ = storage.reschedule(d.id, now_ms() + backoff_ms(d.attempts), e);
             }
-            return;
+            return Vec::new();
         }
     };
     let mut events = Vec::with_capacity(group.len());
@@ -337,7 +350,7 @@ async fn deliver(host: &Host, group: Vec<Delivery>) {
         }
     }
     if ready.is_empty() {
-        return;
+        return Vec::new();
     }
     let (scope, mut ctx) = host.scope(tenant, plugin, config);
     ctx.attempt = ready.iter().map(|d| d.attempts).max().unwrap_or(0);
@@ -365,12 +378,35 @@ async fn deliver(host: &Host, group: Vec<Delivery>) {
                 record(host, d, outcome, horizon);
             }
         }
+        // A batch stopped by a limit or a trap: one event may be to blame, or only their sum
+        // (a batch of long transcripts is over the CPU limit while each alone is not). Run its
+        // events one by one now, so that each is judged on its own and no call log fails for
+        // its neighbours: retried as a batch, it would fail again, then be dead-lettered.
+        Err(e) if ready.len() > 1 && is_batch_limit(&e) => {
+            tracing::warn!(
+                "tenant {tenant_id}: a batch of {} events for {plugin_id} failed ({e}); delivering them one by one",
+                ready.len()
+            );
+            return ready;
+        }
         other => {
             for d in &ready {
                 record(host, d, other.clone_outcome(), horizon);
             }
         }
     }
+    Vec::new()
+}
+
+/// Host-side failures of a whole batch that its events may not cause one by one.
+fn is_batch_limit(e: &InvocationError) -> bool {
+    matches!(
+        e,
+        InvocationError::CpuLimit { .. }
+            | InvocationError::MemoryLimit { .. }
+            | InvocationError::ReturnTooLarge { .. }
+            | InvocationError::Trap(_)
+    )
 }
 
 trait CloneOutcome {
@@ -421,6 +457,18 @@ fn record(host: &Host, d: &Delivery, outcome: Result<CallOutput, InvocationError
                 storage.dead_letter(d.id, &message)
             } else {
                 storage.reschedule(d.id, next, &message)
+            }
+        }
+        // Out of wall-clock time: the invocation waited on the network (a CRM that hangs or
+        // crawls; a looping plugin is stopped by the CPU limit instead). Not the event's fault:
+        // retried with backoff until the horizon, like a transient failure. Counted among the
+        // few host-side attempts, a CRM hang would dead-letter call logs within a minute.
+        Err(e @ InvocationError::WallClock { .. }) => {
+            let msg = e.to_string();
+            if expired {
+                storage.dead_letter(d.id, &msg)
+            } else {
+                storage.reschedule(d.id, now + backoff_ms(d.attempts), &msg)
             }
         }
         Err(InvocationError::NotExported(what)) => {

@@ -1529,3 +1529,152 @@ async fn full_plugin_state_neither_loses_nor_duplicates_call_logs() {
         t0.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. A batch that breaks a limit.
+
+/// With the shipped limits (`cpu_ms = 200`) a batch of long speech-recognition transcripts
+/// (L-6) is more work than one invocation may do, while each of its events alone is not. The
+/// batch's other events (new calls' `ended`) must not fail with it: every call gets its Task,
+/// every transcript reaches its Task, nothing is dead-lettered.
+const BURST: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_cpu_limit_does_not_take_its_neighbours_call_logs_with_it() {
+    let t0 = Instant::now();
+    let sf = standin().await;
+    let org = sf.add_org(OrgSpec::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_setup(
+        dir.path(),
+        Some(BATCH),
+        &[TenantSetup::new("acme", &sf, &org)],
+    );
+    let host = HostProcess::start(dir.path()).await;
+    let call = |id: &str| {
+        ended_call(
+            "acme",
+            id,
+            "inbound",
+            "0312345678",
+            "0501111222",
+            "answered",
+            30,
+        )
+    };
+    let mut expected = BTreeSet::new();
+    for i in 0..BURST {
+        let id = format!("x{i:02}");
+        post_ok(&host, &call(&id)).await;
+        expected.insert(id);
+    }
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    // One burst: the transcripts of those calls and as many new calls, batched together.
+    let text: String = "お電話ありがとうございます。ご用件をお伺いします。"
+        .chars()
+        .cycle()
+        .take(16_000)
+        .collect();
+    for i in 0..BURST {
+        let id = format!("x{i:02}");
+        let mut tr = call(&id);
+        tr["kind"] = json!("transcript-updated");
+        tr["event_id"] = json!(format!("{id}-transcript"));
+        tr["transcript"] = json!({"text": text, "summary": format!("要約 {id}")});
+        post_ok(&host, &tr).await;
+        let id = format!("y{i:02}");
+        post_ok(&host, &call(&id)).await;
+        expected.insert(id);
+    }
+    wait_drained(&host, &["acme"], Duration::from_secs(120)).await;
+    let problems = exactly_once_problems("acme", &org, &expected);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{:#?}",
+        host.log_lines("acme").await
+    );
+    let tasks = tasks_by_call(&org);
+    for i in 0..BURST {
+        let id = format!("x{i:02}");
+        let d = tasks[&id][0]["Description"].as_str().unwrap_or_default();
+        assert!(
+            d.contains(&format!("要約: 要約 {id}")),
+            "{id}: transcript missing"
+        );
+    }
+    println!(
+        "batch-over-a-limit test: {} Tasks, {BURST} transcripts, no dead letter; total {:?}",
+        expected.len(),
+        t0.elapsed()
+    );
+}
+
+/// Salesforce hangs while a batch holds memo updates (L-6) and new calls: each memo PATCH
+/// waits out its request timeout, and the batch runs out of its wall-clock limit, attempt
+/// after attempt. Waiting for a CRM is not the plugin's fault: the batch is retried until
+/// Salesforce answers, never dead-lettered. (Timeouts scaled down as in the hang test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_runs_out_of_wall_clock_in_a_hang_is_retried_not_dead_lettered() {
+    let t0 = Instant::now();
+    let sf = standin().await;
+    let org = sf.add_org(OrgSpec::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut tenant = TenantSetup::new("acme", &sf, &org);
+    tenant.config_extra = ", timeout_ms = 1500".into();
+    write_setup_with(
+        dir.path(),
+        Some(BATCH),
+        "cpu_ms = 200\nmemory_mib = 32\nwall_ms = 3000",
+        &[tenant],
+    );
+    let host = HostProcess::start(dir.path()).await;
+    let call = |id: &str| {
+        ended_call(
+            "acme",
+            id,
+            "inbound",
+            "0312345678",
+            "0501111222",
+            "answered",
+            30,
+        )
+    };
+    let mut expected = BTreeSet::new();
+    for i in 0..10 {
+        let id = format!("m{i:02}");
+        post_ok(&host, &call(&id)).await;
+        expected.insert(id);
+    }
+    wait_drained(&host, &["acme"], Duration::from_secs(60)).await;
+    org.inject(Fault::new(FaultKind::Latency(Duration::from_secs(30))).times(1_000_000));
+    for i in 0..10 {
+        post_ok(
+            &host,
+            &memo_event("acme", &format!("m{i:02}"), "0312345678", &["要折返"]),
+        )
+        .await;
+        let id = format!("n{i:02}");
+        post_ok(&host, &call(&id)).await;
+        expected.insert(id);
+    }
+    tokio::time::sleep(HANG).await;
+    org.clear_faults();
+    wait_drained(&host, &["acme"], Duration::from_secs(240)).await;
+    let problems = exactly_once_problems("acme", &org, &expected);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{:#?}",
+        host.log_lines("acme").await
+    );
+    let tasks = tasks_by_call(&org);
+    for i in 0..10 {
+        let id = format!("m{i:02}");
+        let d = tasks[&id][0]["Description"].as_str().unwrap_or_default();
+        assert!(d.contains("応対メモ: 要折返"), "{id}: memo missing: {d}");
+    }
+    println!(
+        "wall-clock test: {} Tasks, 10 memo updates, no dead letter; total {:?}",
+        expected.len(),
+        t0.elapsed()
+    );
+}

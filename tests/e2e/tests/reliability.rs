@@ -1,17 +1,31 @@
 //! Reliability acceptance (issue 4; SPEC H-8, L-6, A-3, A-6): a call log is never lost and
 //! never written twice, when the host process crashes (SIGKILL), is frozen in the middle of a
-//! Task create, is stopped gracefully (SIGTERM), and when a tenant's Salesforce goes through an
-//! outage.
+//! Task create, is stopped gracefully (SIGTERM), when a tenant's Salesforce goes through an
+//! outage or hangs, when the plugin's state is full, and when a batch breaks a limit.
 //!
 //! These tests run the real daemon, `target/debug/pbx-host serve --no-auth`, as a child
 //! process with its own data directory, `plugins.toml` and secrets file, the history-logger
 //! component built by `cargo xtask plugins`, and Salesforce stand-ins in the test process.
 //! Build both first: `cargo xtask plugins && cargo build -p pbx-host` (`cargo xtask test`
-//! does both).
+//! does both). The history logger is declared as in the shipped `plugins.toml` (grants,
+//! `cpu_ms = 200`, `memory_mib = 32`, `wall_ms = 20000`, batches of up to 200 events per
+//! 2 s window) unless a test says otherwise.
 //!
 //! "Exactly one Task per call" is checked on the stand-in's records: for every call the test
 //! got a 202 for, the org holds exactly one Task whose `CallObject` is the call id, and no
-//! Task for any other call id.
+//! Task for any other call id; and no delivery is dead-lettered.
+//!
+//! | test | what |
+//! |---|---|
+//! | `crash_sigkill_mid_way_then_restart_exactly_one_task_per_call` | 10,000 calls of 100 tenants, SIGKILL while Tasks are written, restart, re-post what was not acknowledged |
+//! | `outage_then_recovery_exactly_one_task_per_call_and_healthy_tenant_keeps_its_latency` | refused connections, 5xx (login included), expired sessions, REQUEST_LIMIT_EXCEEDED, UNABLE_TO_LOCK_ROW for tenant A; B's p95 < 1.5 s |
+//! | `hanging_salesforce_is_retried_until_it_answers_and_healthy_tenant_keeps_its_latency` | A's Salesforce answers nothing for 20 s (batched tenant) |
+//! | `hanging_salesforce_of_an_unbatched_tenant_does_not_stall_the_others` | the same, unbatched, shipped timeouts: A may not take every delivery worker |
+//! | `crash_during_task_create_after_salesforce_wrote_it_exactly_one_task` | SIGSTOP during the create, Salesforce writes the Task, SIGKILL, restart (single and batch) |
+//! | `sigterm_lets_in_flight_invocations_finish_and_queued_ones_run_after_restart` | graceful stop with creates in flight and events queued behind them |
+//! | `full_plugin_state_neither_loses_nor_duplicates_call_logs` | the tenant's plugin state is full |
+//! | `a_batch_over_the_cpu_limit_does_not_take_its_neighbours_call_logs_with_it` | long transcripts in a batch |
+//! | `a_batch_that_runs_out_of_wall_clock_in_a_hang_is_retried_not_dead_lettered` | memo updates during a hang |
 
 #![cfg(unix)]
 

@@ -533,14 +533,15 @@ fn a_full_state_costs_a_look_up_not_the_call_log() {
     let ev = sample_event(EventKind::Ended, Direction::Inbound);
     handle_event(&FullState(&h), &sample_context(CONFIG), &ev).expect("logged");
     let reqs = h.requests();
-    assert_eq!(reqs.len(), 4, "login, search, look-up by CallObject, create");
+    assert_eq!(
+        reqs.len(),
+        4,
+        "login, search, look-up by CallObject, create"
+    );
     assert!(reqs[2].url.contains("CallObject"), "{}", reqs[2].url);
     assert!(reqs[3].url.ends_with("/sobjects/Task"));
     let logs: Vec<String> = h.logs().into_iter().map(|(_, l)| l).collect();
-    assert!(
-        logs.iter().any(|l| l.contains("state is full")),
-        "{logs:?}"
-    );
+    assert!(logs.iter().any(|l| l.contains("state is full")), "{logs:?}");
 
     // Delivered again (after a crash, the create answered but not recorded): found, not
     // created again.

@@ -151,8 +151,16 @@ pub(super) async fn run(host: Host) {
         let mut batches: BTreeMap<(String, String), Vec<Delivery>> = BTreeMap::new();
         {
             let in_flight = lock(&host.inner.in_flight);
+            let mut paused = lock(&host.inner.paused);
+            paused.retain(|_, until| *until > now);
             for d in due {
                 if in_flight.running.contains(&d.id) || in_flight.finished.contains(&d.id) {
+                    continue;
+                }
+                // A tenant's plugin whose CRM reported its API limit: events that arrived
+                // since wait for the end of the pause like the ones already queued.
+                if let Some(until) = paused.get(&(d.tenant.clone(), d.plugin.clone())) {
+                    let _ = host.storage().pause(&d.tenant, &d.plugin, *until);
                     continue;
                 }
                 if batch_settings(&host, &registry, &d.tenant, &d.plugin).is_some() {
@@ -440,6 +448,13 @@ fn record(host: &Host, d: &Delivery, outcome: Result<CallOutput, InvocationError
             retry_after_ms,
         }) => {
             let until = now + retry_after_ms.map_or(60_000, i64::from);
+            {
+                let mut paused = lock(&host.inner.paused);
+                let at = paused
+                    .entry((d.tenant.clone(), d.plugin.clone()))
+                    .or_default();
+                *at = (*at).max(until);
+            }
             let _ = storage.pause(&d.tenant, &d.plugin, until);
             if expired {
                 storage.dead_letter(d.id, &message)

@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub overrides: RwLock<
         std::collections::HashMap<(String, String), Option<crate::store::TenantPluginOverride>>,
     >,
+    /// (tenant, plugin) -> until when its deliveries are paused because the CRM said its API
+    /// limit is reached; events that arrive meanwhile wait too.
+    pub paused: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
     /// Deliveries being invoked now, and those finished since the delivery loop last looked.
     pub in_flight: std::sync::Mutex<delivery::InFlight>,
 }
@@ -203,6 +206,7 @@ impl Host {
             operator_digest: opts.operator_token.as_deref().map(crate::auth::digest),
             in_flight: Default::default(),
             overrides: Default::default(),
+            paused: Default::default(),
             opts,
         });
         let host = Host { inner };

@@ -230,7 +230,28 @@ async fn a_rate_limited_tenant_pauses_while_another_tenant_goes_on() {
         "paused for the retry-after the CRM asked for"
     );
     // at most one attempt per call reached the plugin while paused (the first in flight)
-    assert!(received(&env, "acme").await.len() <= 3);
+    let seen = received(&env, "acme").await.len();
+    assert!(seen <= 3);
+    // a call that arrives during the pause waits too: the CRM is not asked again before then
+    env.post("/v1/events", &event("acme", "a-late", "ended", 0))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        received(&env, "acme").await.len(),
+        seen,
+        "nothing reached the plugin during the pause"
+    );
+    let late = env
+        .host
+        .deliveries("acme", None)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.call_id == "a-late")
+        .unwrap();
+    assert!(
+        late.next_at > now + 50_000,
+        "the late event waits for the pause: {late:?}"
+    );
     env.stop().await;
 }
 

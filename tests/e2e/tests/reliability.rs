@@ -943,18 +943,19 @@ async fn outage_then_recovery_exactly_one_task_per_call_and_healthy_tenant_keeps
     );
     tokio::time::sleep(PHASE).await;
     org_a.clear_faults();
-    // 4. The org's daily API allocation is used up.
+    // 4. Task rows locked by other edits (creates and memo updates).
     org_a.inject(
-        Fault::new(FaultKind::RequestLimitExceeded)
-            .path_contains("/services/data/")
+        Fault::new(FaultKind::UnableToLockRow)
+            .path_contains("/sobjects/Task")
             .times(1_000_000),
     );
     tokio::time::sleep(PHASE).await;
     org_a.clear_faults();
-    // 5. Task rows locked by other edits (creates and memo updates).
+    // 5. The org's daily API allocation is used up. Last: from the first REQUEST_LIMIT_EXCEEDED
+    // on, the host pauses A's deliveries (new calls included) for the pause the CRM asks for.
     org_a.inject(
-        Fault::new(FaultKind::UnableToLockRow)
-            .path_contains("/sobjects/Task")
+        Fault::new(FaultKind::RequestLimitExceeded)
+            .path_contains("/services/data/")
             .times(1_000_000),
     );
     tokio::time::sleep(PHASE).await;

@@ -182,7 +182,8 @@ impl Storage for SqliteStorage {
             params![tenant, plugin, crate::clock::now_ms()],
         )?;
         let others: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM state \
+            // LENGTH of a TEXT counts characters; the cap is in bytes, as the new value is counted.
+            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), 0) FROM state \
              WHERE tenant=?1 AND plugin=?2 AND key<>?3",
             params![tenant, plugin, key],
             |r| r.get(0),
@@ -635,6 +636,21 @@ mod tests {
             s.state_get("a", "q", "k", 50).unwrap(),
             None,
             "other plugin"
+        );
+    }
+
+    #[test]
+    fn state_cap_counts_bytes_not_characters() {
+        let s = SqliteStorage::in_memory().unwrap();
+        // 30 characters of Japanese are 90 bytes
+        s.state_set("a", "p", "k1", &"あ".repeat(30), None, 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.state_set("a", "p", "k2", &"x".repeat(20), None, 100)
+                .unwrap(),
+            Err(100),
+            "92 + 22 bytes exceed the 100-byte cap"
         );
     }
 

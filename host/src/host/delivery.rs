@@ -163,7 +163,7 @@ pub(super) async fn run(host: Host) {
                     let _ = host.storage().pause(&d.tenant, &d.plugin, *until);
                     continue;
                 }
-                if batch_settings(&host, &registry, &d.tenant, &d.plugin).is_some() {
+                if batch_settings(&registry, &d.tenant, &d.plugin).is_some() {
                     batches
                         .entry((d.tenant.clone(), d.plugin.clone()))
                         .or_default()
@@ -177,7 +177,7 @@ pub(super) async fn run(host: Host) {
         // since its last dispatch (so a lone call goes at once), or when a batch is full.
         let mut next_wake = 250i64;
         for (key, mut waiting) in batches {
-            let Some((window, max)) = batch_settings(&host, &registry, &key.0, &key.1) else {
+            let Some((window, max)) = batch_settings(&registry, &key.0, &key.1) else {
                 continue;
             };
             let since = last_dispatch.get(&key).map_or(i64::MAX, |at| now - at);
@@ -254,12 +254,7 @@ pub(super) async fn run(host: Host) {
 }
 
 /// (window, max events) when this tenant's plugin gets batched deliveries.
-fn batch_settings(
-    host: &Host,
-    registry: &super::Registry,
-    tenant: &str,
-    plugin: &str,
-) -> Option<(i64, usize)> {
+fn batch_settings(registry: &super::Registry, tenant: &str, plugin: &str) -> Option<(i64, usize)> {
     let p = registry.plugins.get(plugin)?;
     let decl = p.decl.batch?;
     if !p
@@ -269,7 +264,6 @@ fn batch_settings(
     {
         return None;
     }
-    let _ = host;
     let window = registry
         .tenants
         .get(tenant)
@@ -376,13 +370,11 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
     match report.outcome {
         Ok(CallOutput::Batch(results)) => {
             for (d, r) in ready.iter().zip(results) {
-                let outcome = r
-                    .map(|()| CallOutput::Done)
-                    .map_err(|e| InvocationError::Plugin {
-                        kind: e.kind,
-                        message: e.message,
-                        retry_after_ms: e.retry_after_ms,
-                    });
+                let outcome = r.map_err(|e| InvocationError::Plugin {
+                    kind: e.kind,
+                    message: e.message,
+                    retry_after_ms: e.retry_after_ms,
+                });
                 record(host, d, outcome, horizon);
             }
         }
@@ -399,7 +391,12 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
         }
         other => {
             for d in &ready {
-                record(host, d, other.clone_outcome(), horizon);
+                record(
+                    host,
+                    d,
+                    other.as_ref().map(|_| ()).map_err(Clone::clone),
+                    horizon,
+                );
             }
         }
     }
@@ -417,21 +414,8 @@ fn is_batch_limit(e: &InvocationError) -> bool {
     )
 }
 
-trait CloneOutcome {
-    fn clone_outcome(&self) -> Result<CallOutput, InvocationError>;
-}
-
-impl CloneOutcome for Result<CallOutput, InvocationError> {
-    fn clone_outcome(&self) -> Result<CallOutput, InvocationError> {
-        match self {
-            Ok(_) => Ok(CallOutput::Done),
-            Err(e) => Err(e.clone()),
-        }
-    }
-}
-
 /// What happens to one delivery after its invocation.
-fn record(host: &Host, d: &Delivery, outcome: Result<CallOutput, InvocationError>, horizon: i64) {
+fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horizon: i64) {
     let storage = host.storage();
     let now = now_ms();
     let expired = now - d.created_at >= horizon;

@@ -38,22 +38,24 @@ impl Host {
                 reason: Some(reason),
             }
         };
-        // The plugin asked for, or the first enabled one that answers IVR look-ups.
-        let chosen = registry.plugins.values().find(|p| {
-            req.plugin.as_ref().is_none_or(|want| want == &p.id)
-                && p.component.as_ref().is_ok_and(|c| c.exports.ivr.is_some())
-                && self
-                    .effective(&registry, &tenant.id, &p.id)
-                    .is_ok_and(|(enabled, _)| enabled)
+        // The plugin asked for, or the first enabled one that answers IVR look-ups, with the
+        // tenant's settings for it (read once: this is the PBX's waiting path).
+        let chosen = registry.plugins.values().find_map(|p| {
+            if req.plugin.as_ref().is_some_and(|want| want != &p.id) {
+                return None;
+            }
+            let component = p
+                .component
+                .as_ref()
+                .ok()
+                .filter(|c| c.exports.ivr.is_some())?;
+            match self.effective(&registry, &tenant.id, &p.id) {
+                Ok((true, config)) => Some((p.clone(), component.clone(), config)),
+                _ => None,
+            }
         });
-        let Some(plugin) = chosen.cloned() else {
+        let Some((plugin, component, config)) = chosen else {
             return Ok(fallback("no enabled IVR plugin for this tenant".into()));
-        };
-        let Ok(component) = plugin.component.clone() else {
-            return Ok(fallback("the IVR plugin is not loaded".into()));
-        };
-        let Ok((_, config)) = self.effective(&registry, &tenant.id, &plugin.id) else {
-            return Ok(fallback("the IVR plugin is not configured".into()));
         };
         let budget = deadline
             .saturating_sub(started.elapsed())

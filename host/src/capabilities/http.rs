@@ -540,6 +540,13 @@ fn crm_api_usage(headers: &[(String, String)]) -> Option<(u64, u64)> {
 impl Host for Invocation {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let started = Instant::now();
+        // What the plugin wrote to its state before this request is durable before the
+        // request can have an effect (the effectively-once markers depend on it).
+        if let Err(e) = self.flush_state() {
+            return Err(wasmtime::Error::msg(format!(
+                "the plugin's state could not be saved before its HTTP request: {e}"
+            )));
+        }
         let result = self.send_checked(req).await;
         tracing::trace!(
             elapsed_ms = started.elapsed().as_millis() as u64,

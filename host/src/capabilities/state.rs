@@ -5,9 +5,12 @@
 //! "/", control characters) are refused outright, so that no backend that maps keys onto
 //! paths or prefixes can ever be tricked.
 
+use std::collections::BTreeMap;
+
 use crate::clock::now_ms;
 use crate::runtime::Invocation;
 use crate::runtime::bindings::state::{Host, StateError};
+use crate::store::StateWrite;
 
 const MAX_KEY_BYTES: usize = 256;
 
@@ -47,15 +50,99 @@ impl Invocation {
     }
 }
 
+/// The state writes of one invocation, committed together: before the plugin's next HTTP
+/// request and when the invocation ends (success or not). A marker written before a CRM
+/// create is therefore durable before the create can happen, as with a commit per write; a
+/// crash before the commit loses only writes whose effects nobody outside the host has seen.
+/// One commit instead of one per write: the history logger writes two keys per call, and a
+/// batch of calls writes them all before its one request.
+#[derive(Debug, Default)]
+pub struct PendingState {
+    /// Last write per key: (value or `None` for a delete, expiry).
+    writes: BTreeMap<String, (Option<String>, Option<i64>)>,
+    /// Bytes the buffered writes add to what is stored (negative when they free space).
+    delta: i64,
+}
+
+impl PendingState {
+    fn size_of(key: &str, value: Option<&str>) -> i64 {
+        value.map_or(0, |v| (key.len() + v.len()) as i64)
+    }
+}
+
+impl Invocation {
+    /// Commit the buffered state writes. Called before an HTTP request goes out and when the
+    /// invocation ends.
+    pub fn flush_state(&mut self) -> Result<(), crate::store::StorageError> {
+        if self.pending_state.writes.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<StateWrite> = std::mem::take(&mut self.pending_state.writes)
+            .into_iter()
+            .map(|(key, (value, expires_at_ms))| StateWrite {
+                key,
+                value,
+                expires_at_ms,
+            })
+            .collect();
+        self.pending_state.delta = 0;
+        let s = &self.scope;
+        s.services
+            .storage
+            .state_apply(&s.tenant_id, &s.plugin_id, &writes)
+    }
+
+    /// Buffer a write if the backend keeps totals and the scope stays under its cap with it.
+    /// `Ok(false)`: write through instead (no totals, or near the cap, where the exact check
+    /// of a direct write decides, after expired entries are purged).
+    fn buffer_state_write(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        expires: Option<i64>,
+    ) -> Result<bool, StateError> {
+        let s = &self.scope;
+        let usage = s
+            .services
+            .storage
+            .state_usage(&s.tenant_id, &s.plugin_id, key)
+            .map_err(|e| StateError::Unavailable(e.to_string()))?;
+        let Some((stored_total, stored_this)) = usage else {
+            return Ok(false);
+        };
+        let pending = &self.pending_state;
+        let old = match pending.writes.get(key) {
+            Some((v, _)) => PendingState::size_of(key, v.as_deref()),
+            None => stored_this as i64,
+        };
+        let new = PendingState::size_of(key, value);
+        let projected = stored_total as i64 + pending.delta - old + new;
+        if value.is_some() && projected > s.limits.state_bytes as i64 {
+            return Ok(false);
+        }
+        let pending = &mut self.pending_state;
+        pending.delta += new - old;
+        pending
+            .writes
+            .insert(key.to_string(), (value.map(str::to_string), expires));
+        Ok(true)
+    }
+}
+
 impl Host for Invocation {
     fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, StateError>> {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }
+        let now = now_ms();
+        if let Some((value, expires)) = self.pending_state.writes.get(&key) {
+            let live = expires.is_none_or(|at| at > now);
+            return Ok(Ok(value.clone().filter(|_| live)));
+        }
         let s = &self.scope;
         Ok(s.services
             .storage
-            .state_get(&s.tenant_id, &s.plugin_id, &key, now_ms())
+            .state_get(&s.tenant_id, &s.plugin_id, &key, now)
             .map_err(|e| StateError::Unavailable(e.to_string())))
     }
 
@@ -68,8 +155,17 @@ impl Host for Invocation {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }
-        let s = &self.scope;
         let expires = ttl_seconds.map(|t| now_ms() + i64::from(t) * 1000);
+        match self.buffer_state_write(&key, Some(&value), expires) {
+            Ok(true) => return Ok(Ok(())),
+            Ok(false) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        // Write through, after what is buffered (so that the order of writes holds).
+        if let Err(e) = self.flush_state() {
+            return Ok(Err(StateError::Unavailable(e.to_string())));
+        }
+        let s = &self.scope;
         match s.services.storage.state_set(
             &s.tenant_id,
             &s.plugin_id,
@@ -93,6 +189,14 @@ impl Host for Invocation {
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), StateError>> {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
+        }
+        match self.buffer_state_write(&key, None, None) {
+            Ok(true) => return Ok(Ok(())),
+            Ok(false) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        if let Err(e) = self.flush_state() {
+            return Ok(Err(StateError::Unavailable(e.to_string())));
         }
         let s = &self.scope;
         Ok(s.services

@@ -369,13 +369,23 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
         .map_or(DEFAULT_HORIZON_MS, |s| (s as i64).saturating_mul(1000));
     match report.outcome {
         Ok(CallOutput::Batch(results)) => {
+            let mut done = Vec::with_capacity(ready.len());
             for (d, r) in ready.iter().zip(results) {
-                let outcome = r.map_err(|e| InvocationError::Plugin {
-                    kind: e.kind,
-                    message: e.message,
-                    retry_after_ms: e.retry_after_ms,
-                });
-                record(host, d, outcome, horizon);
+                match r {
+                    Ok(()) => done.push(d.id),
+                    Err(e) => {
+                        let failed = InvocationError::Plugin {
+                            kind: e.kind,
+                            message: e.message,
+                            retry_after_ms: e.retry_after_ms,
+                        };
+                        record(host, d, Err(failed), horizon);
+                    }
+                }
+            }
+            // One commit for the batch's completed deliveries.
+            if let Err(e) = storage.complete_many(&done) {
+                tracing::error!("cannot record {} completed deliveries: {e}", done.len());
             }
         }
         // A batch stopped by a limit or a trap: one event may be to blame, or only their sum

@@ -48,6 +48,8 @@ pub struct Invocation {
     pub meter: Meter,
     /// Log lines buffered for one write at the end of the invocation.
     pub logs: Vec<LogEntry>,
+    /// State writes not yet committed ([`crate::capabilities::state::PendingState`]).
+    pub pending_state: crate::capabilities::state::PendingState,
     pub limiter: MemoryLimiter,
     pub cpu: Arc<CpuMeter>,
     wasi: WasiCtx,
@@ -63,6 +65,7 @@ impl Invocation {
             scope,
             meter: Meter::default(),
             logs: Vec::new(),
+            pending_state: Default::default(),
             cpu,
             // No environment, arguments, preopened directories or sockets (all denied by
             // default in wasmtime-wasi 48); stdio goes nowhere. Clocks and randomness answer.

@@ -332,6 +332,22 @@ impl Runtime {
         };
         let cpu_used = cpu.used();
         let data = store.data_mut();
+        // Written whether the call succeeded or not, as each write would have been at once.
+        let outcome = match (data.flush_state(), outcome) {
+            (Err(e), Ok(_)) => Err(InvocationError::Plugin {
+                kind: types::ErrorKind::Transient,
+                message: format!("the plugin's state could not be saved: {e}"),
+                retry_after_ms: None,
+            }),
+            (Err(e), Err(failed)) => {
+                data.log_line(
+                    "error",
+                    format!("the plugin's state could not be saved: {e}"),
+                );
+                Err(failed)
+            }
+            (Ok(()), outcome) => outcome,
+        };
         if data.meter.log_lines_dropped > 0 {
             let n = data.meter.log_lines_dropped;
             data.log_line(

@@ -80,6 +80,14 @@ pub struct UsageRow {
     pub value: i64,
 }
 
+/// One buffered write of plugin state: a value to set, or `None` to delete the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    pub key: String,
+    pub value: Option<String>,
+    pub expires_at_ms: Option<i64>,
+}
+
 /// The tenant admin's settings for one plugin, where they override plugins.toml.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantPluginOverride {
@@ -163,6 +171,26 @@ pub trait Storage: Send + Sync + 'static {
         max_total_bytes: u64,
     ) -> Result<std::result::Result<(), u64>>;
     fn state_delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<()>;
+    /// Bytes (keys + values) the scope holds, and of those the entry `key` (0 if absent),
+    /// for an invocation that buffers its writes ([`Storage::state_apply`]). `None`: this
+    /// backend keeps no running total; writes then go through [`Storage::state_set`] one by one.
+    fn state_usage(&self, _tenant: &str, _plugin: &str, _key: &str) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+    /// Apply an invocation's buffered writes (a `None` value deletes) in one commit: all or
+    /// none. Their size was checked against the cap as they were buffered.
+    fn state_apply(&self, tenant: &str, plugin: &str, writes: &[StateWrite]) -> Result<()> {
+        for w in writes {
+            match &w.value {
+                Some(v) => {
+                    // Checked when buffered; a backend without totals has nothing to add.
+                    let _ = self.state_set(tenant, plugin, &w.key, v, w.expires_at_ms, u64::MAX)?;
+                }
+                None => self.state_delete(tenant, plugin, &w.key)?,
+            }
+        }
+        Ok(())
+    }
 
     // --- phone book, scoped to tenant ---
     fn contacts_upsert(&self, tenant: &str, rows: &[ContactRow]) -> Result<u32>;
@@ -219,6 +247,10 @@ pub trait Storage: Send + Sync + 'static {
     /// (tenant, plugin, call), oldest first, skipping the calls in `busy`.
     fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<Delivery>>;
     fn complete(&self, id: i64) -> Result<()>;
+    /// [`Storage::complete`] for the deliveries of a batch, in one commit.
+    fn complete_many(&self, ids: &[i64]) -> Result<()> {
+        ids.iter().try_for_each(|id| self.complete(*id))
+    }
     fn reschedule(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()>;
     fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
     /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.

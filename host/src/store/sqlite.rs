@@ -285,6 +285,55 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn state_usage(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<(u64, u64)>> {
+        let conn = self.conn();
+        let total: i64 = conn
+            .cached_query_row(
+                "SELECT bytes FROM state_size WHERE tenant=?1 AND plugin=?2",
+                params![tenant, plugin],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let this: i64 = conn
+            .cached_query_row(
+                "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM state \
+                 WHERE tenant=?1 AND plugin=?2 AND key=?3",
+                params![tenant, plugin, key],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        Ok(Some((total.max(0) as u64, this.max(0) as u64)))
+    }
+
+    fn state_apply(&self, tenant: &str, plugin: &str, writes: &[StateWrite]) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.cached_execute(
+            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3",
+            params![tenant, plugin, crate::clock::now_ms()],
+        )?;
+        for w in writes {
+            match &w.value {
+                Some(v) => tx.cached_execute(
+                    "INSERT INTO state (tenant, plugin, key, value, expires_at) VALUES (?1,?2,?3,?4,?5) \
+                     ON CONFLICT (tenant, plugin, key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+                    params![tenant, plugin, w.key, v, w.expires_at_ms],
+                )?,
+                None => tx.cached_execute(
+                    "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3",
+                    params![tenant, plugin, w.key],
+                )?,
+            };
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn contacts_upsert(&self, tenant: &str, rows: &[ContactRow]) -> Result<u32> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -615,6 +664,16 @@ impl Storage for SqliteStorage {
         // Done deliveries are removed: the integration log keeps the record of what happened.
         self.conn()
             .cached_execute("DELETE FROM deliveries WHERE id=?1", params![id])?;
+        Ok(())
+    }
+
+    fn complete_many(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.cached_execute("DELETE FROM deliveries WHERE id=?1", params![id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@
 //!   - `env` → `ok:{n}:{variable names, comma-separated}`
 //!   - `tcp-connect` `{addr}` → `ok:connected`
 //!   - `clock` → `ok:{ms since the Unix epoch}`
+//!   - `trap` → the instance traps here (the ops before it have run; the look-up fails)
 //!
 //!   Errors: the WIT variant's case in kebab-case, then its payload: `err:denied:{msg}`,
 //!   `err:not-set:{name}`, `err:timeout`, `err:too-large:{n}`, `err:connect:{msg}`,
@@ -112,6 +113,7 @@ enum Op {
         addr: String,
     },
     Clock,
+    Trap,
 }
 
 fn default_method() -> String {
@@ -374,6 +376,7 @@ fn run_op(host: &impl Host, op: Op) -> String {
             Ok(d) => format!("ok:{}", d.as_millis()),
             Err(e) => format!("err:clock:{e}"),
         },
+        Op::Trap => trap(),
     }
 }
 
@@ -386,6 +389,7 @@ fn op_name(v: &Value) -> String {
 }
 
 const KNOWN_OPS: &[&str] = &[
+    "trap",
     "http",
     "secret",
     "state-get",

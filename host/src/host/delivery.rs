@@ -495,10 +495,10 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
         }
         Err(e) => {
             let msg = e.to_string();
-            if expired || d.attempts + 1 >= MAX_HOST_SIDE_ATTEMPTS {
+            if expired || d.host_failures + 1 >= MAX_HOST_SIDE_ATTEMPTS {
                 storage.dead_letter(d.id, &msg)
             } else {
-                storage.reschedule(d.id, now + backoff_ms(d.attempts), &msg)
+                storage.reschedule_after_host_failure(d.id, now + backoff_ms(d.attempts), &msg)
             }
         }
     };

@@ -145,6 +145,9 @@ pub struct Delivery {
     pub payload: String,
     pub status: DeliveryStatus,
     pub attempts: u32,
+    /// Of the attempts, those that failed in the plugin itself (trap, CPU or memory limit):
+    /// these are retried a few times only, however many transient failures came before.
+    pub host_failures: u32,
     pub next_at: i64,
     pub created_at: i64,
     pub last_error: Option<String>,
@@ -252,6 +255,9 @@ pub trait Storage: Send + Sync + 'static {
         ids.iter().try_for_each(|id| self.complete(*id))
     }
     fn reschedule(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()>;
+    /// [`Storage::reschedule`] after a failure of the plugin itself; also counts it in
+    /// [`Delivery::host_failures`].
+    fn reschedule_after_host_failure(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()>;
     fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
     /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.
     fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()>;

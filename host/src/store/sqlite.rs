@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL, plugin TEXT NOT NULL, call_id TEXT NOT NULL, event_id TEXT NOT NULL,
     payload TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    host_failures INTEGER NOT NULL DEFAULT 0,
     next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
@@ -80,7 +81,8 @@ END;
 "#;
 
 /// `PRAGMA user_version` of the schema above. 1: `state_size` exists and is filled.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `deliveries.host_failures`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// SQLite storage. One connection behind a mutex: SQLite serialises writers anyway, and the
 /// statements here are small.
@@ -109,7 +111,18 @@ impl SqliteStorage {
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
+        let has_host_failures: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('deliveries') WHERE name='host_failures'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_host_failures == 0 {
+            // A file from before the column: past host-side failures were not told apart.
+            conn.execute_batch(
+                "ALTER TABLE deliveries ADD COLUMN host_failures INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
+        if version < 1 {
             // A file written before state_size existed: count what it holds once.
             conn.execute_batch(
                 "BEGIN; DELETE FROM state_size; \
@@ -117,6 +130,8 @@ impl SqliteStorage {
                  SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))) FROM state \
                  GROUP BY tenant, plugin; COMMIT;",
             )?;
+        }
+        if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         // More distinct statements than rusqlite's default cache of 16.
@@ -202,10 +217,11 @@ fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         next_at: row.get(8)?,
         created_at: row.get(9)?,
         last_error: row.get(10)?,
+        host_failures: row.get(11)?,
     })
 }
 
-const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error";
+const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error, host_failures";
 
 impl Storage for SqliteStorage {
     fn state_get(
@@ -685,6 +701,15 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn reschedule_after_host_failure(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()> {
+        self.conn().cached_execute(
+            "UPDATE deliveries SET attempts=attempts+1, host_failures=host_failures+1, next_at=?2, \
+             last_error=?3 WHERE id=?1",
+            params![id, next_at_ms, error],
+        )?;
+        Ok(())
+    }
+
     fn dead_letter(&self, id: i64, error: &str) -> Result<()> {
         self.conn().cached_execute(
             "UPDATE deliveries SET status='dead', attempts=attempts+1, last_error=?2 WHERE id=?1",
@@ -721,7 +746,7 @@ impl Storage for SqliteStorage {
 
     fn replay(&self, tenant: &str, id: i64, now_ms: i64) -> Result<bool> {
         let n = self.conn().cached_execute(
-            "UPDATE deliveries SET status='pending', next_at=?3, attempts=0 \
+            "UPDATE deliveries SET status='pending', next_at=?3, attempts=0, host_failures=0 \
              WHERE id=?2 AND tenant=?1 AND status='dead'",
             params![tenant, id, now_ms],
         )?;
@@ -856,6 +881,46 @@ mod tests {
         assert_eq!(s.state_get("a", "p", "gone-soon", 0).unwrap(), None);
         let (kept_b, summed_b) = summed_state_bytes(&s, "b", "p");
         assert_eq!((kept_b, summed_b), (14, 14));
+    }
+
+    #[test]
+    fn host_failures_are_counted_apart_from_other_attempts_and_replay_resets_both() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let ids = s.enqueue(&[delivery("a", "c1", "e1")], 0).unwrap();
+        s.reschedule(ids[0], 0, "503").unwrap();
+        s.reschedule(ids[0], 0, "503").unwrap();
+        s.reschedule_after_host_failure(ids[0], 0, "trap").unwrap();
+        let d = &s.due(0, 10).unwrap()[0];
+        assert_eq!((d.attempts, d.host_failures), (3, 1));
+        s.dead_letter(ids[0], "trap").unwrap();
+        assert!(s.replay("a", ids[0], 0).unwrap());
+        let d = &s.due(0, 10).unwrap()[0];
+        assert_eq!((d.attempts, d.host_failures), (0, 0));
+    }
+
+    #[test]
+    fn a_queue_from_before_the_host_failure_column_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 tenant TEXT NOT NULL, plugin TEXT NOT NULL, call_id TEXT NOT NULL, \
+                 event_id TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, \
+                 created_at INTEGER NOT NULL, last_error TEXT); \
+                 INSERT INTO deliveries (tenant, plugin, call_id, event_id, payload, status, \
+                 attempts, next_at, created_at) VALUES ('a','p','c1','e1','{}','pending',2,0,0);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        let d = &s.due(0, 10).unwrap()[0];
+        assert_eq!(
+            (d.event_id.as_str(), d.attempts, d.host_failures),
+            ("e1", 2, 0)
+        );
     }
 
     #[test]

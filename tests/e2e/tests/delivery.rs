@@ -147,6 +147,46 @@ async fn transient_failures_are_retried_with_backoff_until_they_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_after_transient_failures_is_retried_not_dead_lettered() {
+    // Two transient failures (a CRM outage), then the plugin traps once: the few retries
+    // allowed for failures of the plugin itself count those failures only.
+    let sf = standin().await;
+    let env = TestEnv::start(&toml(""), &sf.base_url()).await;
+    env.host
+        .set_config(
+            "acme",
+            "probe",
+            json!({"fail_attempts": 2, "attack": "trap"}),
+        )
+        .unwrap();
+    env.post("/v1/events", &event("acme", "t1", "ended", 0))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let d = loop {
+        let queued = env.host.deliveries("acme", None).unwrap();
+        if let Some(d) = queued.iter().find(|d| d.host_failures == 1) {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no host-side failure recorded: {queued:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(d.attempts, 3, "{d:?}");
+    assert_eq!(
+        d.status,
+        pbx_host::store::DeliveryStatus::Pending,
+        "retried, not dead-lettered: {d:?}"
+    );
+    assert!(
+        d.last_error.as_deref().unwrap_or("").contains("trap"),
+        "{d:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_are_dead_lettered_visible_and_replayable() {
     let sf = standin().await;
     let env = TestEnv::start(&toml(""), &sf.base_url()).await;

@@ -21,6 +21,7 @@ use pbx_host::store::{
     TenantPluginOverride, UsageRow,
 };
 
+pub mod import;
 pub mod overhead;
 pub mod report;
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p pbx-bench --bin loadgen -- [--quick] [--out DIR] [SCENARIO...]
-//! scenarios: overhead ivr throughput density startup   (default: all)
+//! scenarios: overhead ivr throughput density startup import   (default: all)
 //! ```
 //!
 //! Results go to `DIR` (default `target/bench-results`): `results.md` (the table),
@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use pbx_bench::import;
 use pbx_bench::overhead::{Overhead, VARIANTS};
 use pbx_bench::report::{Row, Verdict, svg_chart, table};
 use pbx_bench::{ended_call, percentile, plugin_dir, process_cpu, rss_kib};
@@ -70,6 +71,13 @@ fn main() -> anyhow::Result<()> {
             num("LOADGEN_DENSITY_EVENTS"),
         ));
     }
+    if let Some(dir) = std::env::var_os(import::CHILD_ENV) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return rt.block_on(import::child(Path::new(&dir)));
+    }
     let mut opts = Opts {
         quick: false,
         out: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results"),
@@ -82,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             "--out" => opts.out = PathBuf::from(args.next().unwrap_or_default()),
             "-h" | "--help" => {
                 println!(
-                    "loadgen [--quick] [--out DIR] [overhead|ivr|throughput|density|startup]..."
+                    "loadgen [--quick] [--out DIR] [overhead|ivr|throughput|density|startup|import]..."
                 );
                 return Ok(());
             }
@@ -90,9 +98,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if opts.scenarios.is_empty() {
-        opts.scenarios = ["startup", "overhead", "ivr", "throughput", "density"]
-            .map(String::from)
-            .to_vec();
+        opts.scenarios = [
+            "startup",
+            "overhead",
+            "ivr",
+            "throughput",
+            "density",
+            "import",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     std::fs::create_dir_all(&opts.out)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             "throughput" => rt.block_on(throughput(&opts, &mut res)),
             "density" => rt.block_on(density(&opts, &mut res)),
             "startup" => rt.block_on(startup(&opts, &mut res)),
+            "import" => rt.block_on(contact_import(&opts, &mut res)),
             other => Err(anyhow::anyhow!("unknown scenario {other}")),
         };
         if let Err(e) = r {
@@ -167,6 +183,19 @@ fn machine() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
+}
+
+/// 100000 -> "100,000".
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn us(d: Duration) -> f64 {
@@ -892,4 +921,119 @@ async fn density_child(dir: PathBuf, tenants: usize, events: usize) -> anyhow::R
 
 fn rand_index(n: usize) -> usize {
     (Instant::now().elapsed().subsec_nanos() as usize ^ std::process::id() as usize) % n.max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// §6 contact import: N Contacts from the stand-in (this process) into the phone book by the
+// host and the contact-import component (a child process per size; see `import.rs`).
+
+/// Peak RSS at the largest size over the smallest: at most this counts as "does not grow".
+const IMPORT_RSS_RATIO_MAX: f64 = 1.2;
+
+async fn contact_import(opts: &Opts, res: &mut Results) -> anyhow::Result<()> {
+    let sizes: &[usize] = if opts.quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 50_000, 100_000, 200_000]
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut samples = Vec::new();
+    let (mut peak_curve, mut base_curve) = (Vec::new(), Vec::new());
+    for &n in sizes {
+        let s = import::measure(n).await?;
+        res.note(format!(
+            "import {} contacts: {:.2} s in {} run(s), child CPU {:.2} s; RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB; {} API calls ({} login, {} query, {} further pages); seeding the stand-in {:.1} s",
+            thousands(n),
+            s.elapsed.as_secs_f64(),
+            s.runs,
+            s.cpu.as_secs_f64(),
+            mib(s.base_kib),
+            mib(s.peak_kib),
+            mib(s.after_kib),
+            s.api_calls,
+            s.logins,
+            s.queries,
+            s.more_pages,
+            s.seed.as_secs_f64(),
+        ));
+        res.json.insert(
+            format!("import.{n}.seconds"),
+            json!(s.elapsed.as_secs_f64()),
+        );
+        res.json
+            .insert(format!("import.{n}.peak_mib"), json!(mib(s.peak_kib)));
+        res.json
+            .insert(format!("import.{n}.api_calls"), json!(s.api_calls));
+        peak_curve.push((n as f64, mib(s.peak_kib)));
+        base_curve.push((n as f64, mib(s.base_kib)));
+        samples.push(s);
+    }
+    let (Some(first), Some(reference)) = (
+        samples.first(),
+        samples
+            .iter()
+            .find(|s| s.records == 100_000)
+            .or(samples.last()),
+    ) else {
+        anyhow::bail!("no sizes measured");
+    };
+    let n = reference.records;
+    let secs = reference.elapsed.as_secs_f64();
+    res.row(
+        &format!("§6 contact import, {} records: time", thousands(n)),
+        format!(
+            "{secs:.1} s ({:.0} records/s; {} run(s); host process CPU {:.1} s)",
+            n as f64 / secs.max(1e-9),
+            reference.runs,
+            reference.cpu.as_secs_f64()
+        ),
+        "≤ 60 s",
+        Verdict::of(secs <= 60.0),
+    );
+    let ratio = |s: &import::Sample| s.peak_kib as f64 / first.peak_kib.max(1) as f64;
+    let per_size: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{}: {:.1} MiB", thousands(s.records), mib(s.peak_kib)))
+        .collect();
+    let worst = samples.iter().map(ratio).fold(0.0, f64::max);
+    res.row(
+        "§6 contact import: peak RSS (VmHWM of the host process) by record count",
+        format!(
+            "{}; peak({}) / peak({}) = {:.2}",
+            per_size.join(", "),
+            thousands(n),
+            thousands(first.records),
+            ratio(reference)
+        ),
+        &format!("does not grow: every size ≤ {IMPORT_RSS_RATIO_MAX} × the smallest"),
+        Verdict::of(worst <= IMPORT_RSS_RATIO_MAX),
+    );
+    res.row(
+        &format!(
+            "§6 contact import, {} records: Salesforce API calls",
+            thousands(n)
+        ),
+        format!(
+            "{} ({} login + {} query + {} further pages of 2,000)",
+            reference.api_calls, reference.logins, reference.queries, reference.more_pages
+        ),
+        "(reported)",
+        Verdict::Info,
+    );
+    res.json
+        .insert("import.rss_ratio".into(), json!(ratio(reference)));
+    res.svg(
+        "rss-by-import-size.svg",
+        svg_chart(
+            "Host RSS during a contact import, by record count",
+            "records",
+            "MiB",
+            &[
+                ("peak during import", peak_curve),
+                ("after start-up", base_curve),
+            ],
+            true,
+        ),
+    );
+    Ok(())
 }

@@ -327,3 +327,20 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
+
+/// Time this process's threads have spent runnable but waiting for a CPU (the second field
+/// of `/proc/self/task/*/schedstat`, summed over threads alive now).
+pub fn run_queue_wait() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let s = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+            ns += s
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}

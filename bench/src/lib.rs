@@ -165,6 +165,9 @@ impl Storage for MemStorage {
     fn reschedule(&self, id: i64, next: i64, e: &str) -> Result<()> {
         self.rest.reschedule(id, next, e)
     }
+    fn reschedule_after_host_failure(&self, id: i64, next: i64, e: &str) -> Result<()> {
+        self.rest.reschedule_after_host_failure(id, next, e)
+    }
     fn dead_letter(&self, id: i64, e: &str) -> Result<()> {
         self.rest.dead_letter(id, e)
     }

@@ -61,7 +61,7 @@ pub struct Sample {
 }
 
 fn number(prefix: u32, i: usize) -> String {
-    format!("{prefix:02}-{:04}-{:04}", 1000 + i / 10_000, i % 10_000)
+    format!("0{prefix}-{:04}-{:04}", 1000 + i / 10_000, i % 10_000)
 }
 
 fn e164(national: &str) -> String {

@@ -135,6 +135,7 @@ fn main() -> anyhow::Result<()> {
     };
     let machine = machine();
     println!("machine: {machine}");
+    let mut failed = Vec::new();
     for s in opts.scenarios.clone() {
         println!("== {s}");
         let r = match s.as_str() {
@@ -148,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         };
         if let Err(e) = r {
             res.row(&s, format!("failed: {e:#}"), "", Verdict::Missed);
+            failed.push(s);
         }
     }
     let mut md = format!(
@@ -164,6 +166,10 @@ fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&res.json)?,
     )?;
     println!("\n{md}\nwritten to {}", opts.out.display());
+    // A target missed is a result; a scenario that could not run is a failure.
+    if !failed.is_empty() {
+        anyhow::bail!("scenarios failed: {}", failed.join(", "));
+    }
     Ok(())
 }
 

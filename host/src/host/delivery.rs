@@ -119,6 +119,13 @@ pub struct InFlight {
     per_plugin: HashMap<(String, String), usize>,
 }
 
+/// Rows the delivery loop reads from the queue at a time.
+const DUE_READ_ROWS: u32 = 1024;
+
+/// The shortest time between two reads of the queue when the previous read dispatched
+/// nothing new; at most this much is added to an event's delivery.
+const REREAD_INTERVAL: Duration = Duration::from_millis(5);
+
 /// The shortest sleep of the delivery loop while batches wait for their windows.
 const BATCH_POLL_MS: i64 = 50;
 
@@ -142,13 +149,18 @@ pub(super) async fn run(host: Host) {
         // Forget what finished before this read: the read no longer returns it.
         lock(&host.inner.in_flight).finished.clear();
         let now = now_ms();
-        let due = match host.storage().due(now, 1024) {
+        let read_at = tokio::time::Instant::now();
+        let due = match host.storage().due(now, DUE_READ_ROWS) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("delivery queue unavailable: {e}");
                 Vec::new()
             }
         };
+        // More is due than one read returns (a backlog): a batch then reads its tenant's
+        // rows itself, or it would carry only what fitted in this read (with 1,000 tenants
+        // and 10 waiting calls each: one call per batch, measured 0.9 API calls per call).
+        let truncated = due.len() >= DUE_READ_ROWS as usize;
         let registry = host.registry();
         let mut work: Vec<Vec<Delivery>> = Vec::new();
         let mut batches: BTreeMap<(String, String), Vec<Delivery>> = BTreeMap::new();
@@ -192,6 +204,9 @@ pub(super) async fn run(host: Host) {
             };
             let since = last_dispatch.get(&key).map_or(i64::MAX, |at| now - at);
             if since >= window || waiting.len() >= max {
+                if truncated && waiting.len() < max {
+                    waiting = more_of_a_batch(&host, &key, waiting, now, max);
+                }
                 while !waiting.is_empty() {
                     let rest = waiting.split_off(waiting.len().min(max));
                     work.push(std::mem::replace(&mut waiting, rest));
@@ -259,8 +274,37 @@ pub(super) async fn run(host: Host) {
                 _ = tokio::time::sleep(Duration::from_millis(next_wake.clamp(BATCH_POLL_MS, 250) as u64)) => {}
                 _ = host.inner.shutdown.wait() => return,
             }
+            // Every ingest and every finished delivery notifies; in a burst, reading the due
+            // rows once per notification costs a read of the whole waiting queue per event
+            // (profiled: 15 % of the host's CPU per batched event). Coalesce them.
+            tokio::select! {
+                _ = tokio::time::sleep_until(read_at + REREAD_INTERVAL) => {}
+                _ = host.inner.shutdown.wait() => return,
+            }
         }
     }
+}
+
+/// The due rows of one tenant's plugin, up to `max`, that are not being delivered already;
+/// `seen` (from the loop's read) if the read fails.
+fn more_of_a_batch(
+    host: &Host,
+    key: &(String, String),
+    seen: Vec<Delivery>,
+    now: i64,
+    max: usize,
+) -> Vec<Delivery> {
+    let rows = match host.storage().due_for(&key.0, &key.1, now, max as u32) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!("delivery queue unavailable: {e}");
+            return seen;
+        }
+    };
+    let in_flight = lock(&host.inner.in_flight);
+    rows.into_iter()
+        .filter(|d| !in_flight.running.contains(&d.id) && !in_flight.finished.contains(&d.id))
+        .collect()
 }
 
 /// (window, max events) when this tenant's plugin gets batched deliveries.

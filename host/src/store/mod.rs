@@ -249,6 +249,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Pending deliveries due at `now_ms`, each the oldest pending one of its
     /// (tenant, plugin, call), oldest first, skipping the calls in `busy`.
     fn due(&self, now_ms: i64, limit: u32) -> Result<Vec<Delivery>>;
+    /// [`Storage::due`] for one tenant's plugin.
+    fn due_for(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let mut rows = self.due(now_ms, u32::MAX)?;
+        rows.retain(|d| d.tenant == tenant && d.plugin == plugin);
+        rows.truncate(limit as usize);
+        Ok(rows)
+    }
     fn complete(&self, id: i64) -> Result<()>;
     /// [`Storage::complete`] for the deliveries of a batch, in one commit.
     fn complete_many(&self, ids: &[i64]) -> Result<()> {

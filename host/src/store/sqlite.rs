@@ -676,6 +676,25 @@ impl Storage for SqliteStorage {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn due_for(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.tenant=?1 AND d.plugin=?2 \
+             AND d.status='pending' AND d.next_at <= ?3 \
+             AND d.id = (SELECT MIN(e.id) FROM deliveries e WHERE e.tenant=d.tenant AND \
+             e.plugin=d.plugin AND e.call_id=d.call_id AND e.status='pending') \
+             ORDER BY d.next_at, d.id LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![tenant, plugin, now_ms, limit], delivery_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn complete(&self, id: i64) -> Result<()> {
         // Done deliveries are removed: the integration log keeps the record of what happened.
         self.conn()
@@ -881,6 +900,26 @@ mod tests {
         assert_eq!(s.state_get("a", "p", "gone-soon", 0).unwrap(), None);
         let (kept_b, summed_b) = summed_state_bytes(&s, "b", "p");
         assert_eq!((kept_b, summed_b), (14, 14));
+    }
+
+    #[test]
+    fn due_for_reads_one_tenants_plugin_keeping_call_order() {
+        let s = SqliteStorage::in_memory().unwrap();
+        s.enqueue(
+            &[
+                delivery("a", "c1", "e1"),
+                delivery("b", "c2", "e2"),
+                delivery("a", "c1", "e3"),
+                delivery("a", "c3", "e4"),
+            ],
+            0,
+        )
+        .unwrap();
+        let ids = |v: Vec<Delivery>| v.into_iter().map(|d| d.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(s.due_for("a", "p", 0, 10).unwrap()), ["e1", "e4"]);
+        assert_eq!(ids(s.due_for("a", "p", 0, 1).unwrap()), ["e1"]);
+        assert_eq!(ids(s.due_for("b", "p", 0, 10).unwrap()), ["e2"]);
+        assert!(s.due_for("a", "other", 0, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -127,6 +127,25 @@ impl Invocation {
             .insert(key.to_string(), (value.map(str::to_string), expires));
         Ok(true)
     }
+
+    /// Buffer the write, or make way for writing it through: `Some` is the plugin's answer
+    /// (buffered, or an error); `None`: what was buffered is committed, write this one now
+    /// (after the buffered ones, so that the order of writes holds).
+    fn buffer_or_flush(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        expires: Option<i64>,
+    ) -> Option<Result<(), StateError>> {
+        match self.buffer_state_write(key, value, expires) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => self
+                .flush_state()
+                .err()
+                .map(|e| Err(StateError::Unavailable(e.to_string()))),
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 impl Host for Invocation {
@@ -156,14 +175,8 @@ impl Host for Invocation {
             return Ok(Err(e));
         }
         let expires = ttl_seconds.map(|t| now_ms() + i64::from(t) * 1000);
-        match self.buffer_state_write(&key, Some(&value), expires) {
-            Ok(true) => return Ok(Ok(())),
-            Ok(false) => {}
-            Err(e) => return Ok(Err(e)),
-        }
-        // Write through, after what is buffered (so that the order of writes holds).
-        if let Err(e) = self.flush_state() {
-            return Ok(Err(StateError::Unavailable(e.to_string())));
+        if let Some(answer) = self.buffer_or_flush(&key, Some(&value), expires) {
+            return Ok(answer);
         }
         let s = &self.scope;
         match s.services.storage.state_set(
@@ -190,13 +203,8 @@ impl Host for Invocation {
         if let Err(e) = self.state_allowed(&key) {
             return Ok(Err(e));
         }
-        match self.buffer_state_write(&key, None, None) {
-            Ok(true) => return Ok(Ok(())),
-            Ok(false) => {}
-            Err(e) => return Ok(Err(e)),
-        }
-        if let Err(e) = self.flush_state() {
-            return Ok(Err(StateError::Unavailable(e.to_string())));
+        if let Some(answer) = self.buffer_or_flush(&key, None, None) {
+            return Ok(answer);
         }
         let s = &self.scope;
         Ok(s.services

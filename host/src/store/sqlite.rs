@@ -173,6 +173,34 @@ impl Cached for Connection {
     }
 }
 
+/// Bytes (keys + values) a plugin stores for a tenant, and of those the entry `key` (0 if
+/// absent). LENGTH of a TEXT counts characters; the cap is in bytes, so both are cast to BLOB.
+fn stored_bytes(
+    conn: &Connection,
+    tenant: &str,
+    plugin: &str,
+    key: &str,
+) -> rusqlite::Result<(u64, u64)> {
+    let total: i64 = conn
+        .cached_query_row(
+            "SELECT bytes FROM state_size WHERE tenant=?1 AND plugin=?2",
+            params![tenant, plugin],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let this: i64 = conn
+        .cached_query_row(
+            "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM state \
+             WHERE tenant=?1 AND plugin=?2 AND key=?3",
+            params![tenant, plugin, key],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    Ok((total.max(0) as u64, this.max(0) as u64))
+}
+
 fn contact_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ContactRow, String)> {
     Ok((
         ContactRow {
@@ -261,26 +289,8 @@ impl Storage for SqliteStorage {
             "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3",
             params![tenant, plugin, crate::clock::now_ms()],
         )?;
-        // LENGTH of a TEXT counts characters; the cap is in bytes, as the new value is counted.
-        let stored: i64 = tx
-            .cached_query_row(
-                "SELECT bytes FROM state_size WHERE tenant=?1 AND plugin=?2",
-                params![tenant, plugin],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let replaced: i64 = tx
-            .cached_query_row(
-                "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM state \
-                 WHERE tenant=?1 AND plugin=?2 AND key=?3",
-                params![tenant, plugin, key],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let others = stored.saturating_sub(replaced).max(0);
-        let total = others as u64 + key.len() as u64 + value.len() as u64;
+        let (stored, replaced) = stored_bytes(&tx, tenant, plugin, key)?;
+        let total = stored.saturating_sub(replaced) + key.len() as u64 + value.len() as u64;
         if total > max_total_bytes {
             return Ok(Err(max_total_bytes));
         }
@@ -302,25 +312,7 @@ impl Storage for SqliteStorage {
     }
 
     fn state_usage(&self, tenant: &str, plugin: &str, key: &str) -> Result<Option<(u64, u64)>> {
-        let conn = self.conn();
-        let total: i64 = conn
-            .cached_query_row(
-                "SELECT bytes FROM state_size WHERE tenant=?1 AND plugin=?2",
-                params![tenant, plugin],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        let this: i64 = conn
-            .cached_query_row(
-                "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM state \
-                 WHERE tenant=?1 AND plugin=?2 AND key=?3",
-                params![tenant, plugin, key],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        Ok(Some((total.max(0) as u64, this.max(0) as u64)))
+        Ok(Some(stored_bytes(&self.conn(), tenant, plugin, key)?))
     }
 
     fn state_apply(&self, tenant: &str, plugin: &str, writes: &[StateWrite]) -> Result<()> {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -139,9 +140,13 @@ async fn serve_connection(
                     return std::future::pending::<Result<axum::response::Response, Infallible>>()
                         .await;
                 }
-                let resp = match app.oneshot(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                // Salesforce finishes a request whose client has gone away (a create that
+                // timed out on the client's side still creates its record): the handler runs
+                // in a task of its own, so that a closed connection does not cancel it halfway.
+                let resp = match tokio::spawn(app.oneshot(req)).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 };
                 if resp.extensions().get::<DropConnection>().is_some() {
                     // Close the socket instead of answering: the client sees the connection

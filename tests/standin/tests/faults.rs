@@ -28,6 +28,31 @@ async fn latency_then_normal_answer() {
 }
 
 #[tokio::test]
+async fn a_slow_create_whose_client_gave_up_still_creates_the_record() {
+    // As Salesforce does: the work of a request goes on when its client stops waiting.
+    let e = env().await;
+    e.org.inject(
+        Fault::new(FaultKind::Latency(Duration::from_millis(600)))
+            .method("POST")
+            .path_contains("/sobjects/Task"),
+    );
+    let sent = e
+        .http
+        .post(format!("{}{}", e.base, e.data("sobjects/Task")))
+        .bearer_auth(&e.token)
+        .json(&json!({"Subject": "Call", "CallObject": "late-1"}))
+        .timeout(Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client timed out: {sent:?}");
+    assert!(e.org.records("Task").is_empty(), "not yet");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let tasks = e.org.records("Task");
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["CallObject"], "late-1");
+}
+
+#[tokio::test]
 async fn server_errors_have_realistic_bodies_and_do_not_count() {
     let e = env().await;
     e.org.inject(Fault::new(FaultKind::Status(503)).times(2));

@@ -445,10 +445,17 @@ impl<H: Host> Run<'_, H> {
         self.st.pending_since = Some(self.host().now_ms());
         self.save()?;
         let record = case_record(self.cfg, self.call(), &self.st, false);
-        let id = self
-            .client
-            .create("Case", &record)
-            .map_err(|e| fail(self.host(), "creating the Case", e))?;
+        let id = self.client.create("Case", &record).map_err(|e| {
+            // Without a response the Case may still be created: the retry (which looks
+            // for it first) waits until Salesforce is surely done.
+            let unknown = e.outcome_unknown();
+            let pe = fail(self.host(), "creating the Case", e);
+            if unknown {
+                pe.retry_after_ms(self.cfg.salesforce.unknown_outcome_retry_ms())
+            } else {
+                pe
+            }
+        })?;
         self.st.case_id = Some(id.clone());
         self.st.pending_since = None;
         self.save()?;

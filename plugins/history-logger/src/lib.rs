@@ -100,6 +100,24 @@ fn fail(host: &impl Host, call_id: &str, what: &str, e: SfError) -> PluginError 
     pe
 }
 
+/// [`fail`] for a create: one without a response may still be carried out by Salesforce, so
+/// its retry (which looks the Task up first) waits until Salesforce is surely done with it.
+fn fail_create(
+    host: &impl Host,
+    cfg: &LoggerConfig,
+    call_id: &str,
+    what: &str,
+    e: SfError,
+) -> PluginError {
+    let unknown = e.outcome_unknown();
+    let pe = fail(host, call_id, what, e);
+    if unknown {
+        pe.retry_after_ms(cfg.salesforce.unknown_outcome_retry_ms())
+    } else {
+        pe
+    }
+}
+
 /// Waits a little before retrying a locked row (a real pause only inside the component).
 fn pause(ms: u64) {
     #[cfg(target_arch = "wasm32")]
@@ -302,7 +320,7 @@ fn create_one(
     } else {
         client
             .create("Task", &record)
-            .map_err(|e| fail(host, &call.call_id, "creating the Task", e))?
+            .map_err(|e| fail_create(host, cfg, &call.call_id, "creating the Task", e))?
     };
     // The Task exists: a full state only means a later event finds it by CallObject.
     remember(host, &call.call_id, &id)?;
@@ -944,7 +962,7 @@ pub fn handle_events(
                 }
             }
             Err(e) => {
-                let e = fail(host, "batch", "creating the Tasks", e);
+                let e = fail_create(host, &cfg, "batch", "creating the Tasks", e);
                 for (i, _) in chunk {
                     results[*i] = Err(e.clone());
                 }

@@ -108,6 +108,14 @@ impl std::fmt::Display for SfError {
 impl std::error::Error for SfError {}
 
 impl SfError {
+    /// No response came (timeout, lost connection), so Salesforce may still carry the request
+    /// out. A create that failed so must not be retried before Salesforce is surely done with
+    /// it ([`crate::SalesforceConfig::unknown_outcome_retry_ms`]), or the retry's look-up misses
+    /// the record the first request is about to create, and the retry creates a second one.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, SfError::Transport(_))
+    }
+
     /// The WIT error kind: retry what may heal (5xx, locks, transport, a session that could
     /// not be renewed), pause the tenant on API limits, give up on rejected data, and report
     /// settings problems as `config` so the admin sees them.

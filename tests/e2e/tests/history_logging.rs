@@ -857,6 +857,22 @@ async fn effectively_once_on_retry() {
     )
     .await;
     task_of(&f, "e1").await;
+    // The late create did reach Salesforce, and the retry adopted its Task instead of sending
+    // a second create: one create request for w1, one for e1.
+    let creates = f
+        .org
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/sobjects/Task"))
+        .count();
+    assert_eq!(creates, 2, "{:#?}", f.org.request_log());
+    let log = f.env.log_lines("acme").await;
+    assert!(
+        log.iter()
+            .any(|l| l.contains("call e1: Task")
+                && l.contains("already created by an earlier attempt")),
+        "{log:#?}"
+    );
     // A redelivery (new event id, same call) writes nothing.
     let mut again = event("ended", "e1", "inbound", "0312345678", json!({}));
     again["event_id"] = json!("e1-ended-redelivered");

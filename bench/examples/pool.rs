@@ -11,9 +11,8 @@
 
 use std::sync::Arc;
 
-use pbx_bench::{MemStorage, ended_call, plugin_wasm, process_cpu, services};
+use pbx_bench::{MemStorage, plugin_wasm, process_cpu, services};
 use pbx_host::capabilities::PluginGrants;
-use pbx_host::events::IvrLookup;
 use pbx_host::runtime::bindings::{Host_, ivr_handler, types};
 use pbx_host::runtime::{Invocation, InvocationScope, Limits};
 use serde_json::json;
@@ -90,13 +89,7 @@ async fn main() -> anyhow::Result<()> {
         config: config.to_string(),
         attempt: 0,
     };
-    let lookup: IvrLookup = serde_json::from_value(json!({
-        "tenant": "acme",
-        "call": ended_call("acme", "ivr-1", "0312345678").call,
-        "ivr_name": "main",
-        "deadline_ms": 2000,
-        "plugin": "probe",
-    }))?;
+    let lookup = pbx_bench::probe_ivr_lookup()?;
     let request = lookup.to_wit(2000);
     let variants = [
         Variant {

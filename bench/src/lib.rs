@@ -6,7 +6,7 @@
 //! `BENCHMARKS.md` at the repository root says what each measures and what it found.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,25 +25,8 @@ pub mod import;
 pub mod overhead;
 pub mod report;
 
-/// Where `cargo xtask plugins` puts the components.
-pub fn plugin_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("wasm32-wasip2/plugin")
-}
-
-/// The path of a built component; panics with the command to run when it is missing.
-pub fn plugin_wasm(crate_name: &str) -> PathBuf {
-    let path = plugin_dir().join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the components first with `cargo xtask plugins` (`cargo xtask bench` does)",
-        path.display()
-    );
-    path
-}
+// The components are where the end-to-end tests find them.
+pub use pbx_e2e::{plugin_dir, plugin_wasm};
 
 /// Storage whose plugin state, integration log and usage counters live in memory (hash maps
 /// behind a mutex); everything else goes to an in-memory SQLite database. The invocation
@@ -247,6 +230,17 @@ pub fn ended_call_json(tenant: &str, call_id: &str, caller: &str) -> serde_json:
             "outcome": "answered",
         }
     })
+}
+
+/// The IVR look-up the IVR benchmarks send: acme's caller 03-1234-5678, to the probe plugin.
+pub fn probe_ivr_lookup() -> anyhow::Result<pbx_host::events::IvrLookup> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "tenant": "acme",
+        "call": ended_call("acme", "ivr-1", "0312345678").call,
+        "ivr_name": "main",
+        "deadline_ms": 2000,
+        "plugin": "probe",
+    }))?)
 }
 
 /// The same event as the host's typed event.

@@ -548,13 +548,7 @@ config = {{ allowed_url = "{base}", ops = [{{ op = "http", url = "{url}", header
     );
     let (env, _) = start_host(&toml, tempfile::tempdir()?).await?;
     let host = env.host.clone();
-    let lookup: IvrLookup = serde_json::from_value(json!({
-        "tenant": "acme",
-        "call": ended_call("acme", "ivr-1", "0312345678").call,
-        "ivr_name": "main",
-        "deadline_ms": 2000,
-        "plugin": "probe",
-    }))?;
+    let lookup = pbx_bench::probe_ivr_lookup()?;
     let d = host.ivr_lookup(lookup.clone()).await?;
     let ok = d
         .variables

@@ -249,6 +249,16 @@ fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+// Plugin state statements shared by the direct writes and the buffered ones (state_apply).
+// Expired entries are gone for the plugin (state_get hides them): a write drops them first so
+// that they neither count toward the cap nor pile up.
+const PURGE_EXPIRED_STATE: &str =
+    "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3";
+const UPSERT_STATE: &str = "INSERT INTO state (tenant, plugin, key, value, expires_at) \
+     VALUES (?1,?2,?3,?4,?5) ON CONFLICT (tenant, plugin, key) \
+     DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at";
+const DELETE_STATE: &str = "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3";
+
 const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error, host_failures";
 
 impl Storage for SqliteStorage {
@@ -286,7 +296,7 @@ impl Storage for SqliteStorage {
         // TTL (the logger's call -> Task links) would count forever, and once the cap was
         // reached every write, and every call log that needs one, would fail for good.
         tx.cached_execute(
-            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3",
+            PURGE_EXPIRED_STATE,
             params![tenant, plugin, crate::clock::now_ms()],
         )?;
         let (stored, replaced) = stored_bytes(&tx, tenant, plugin, key)?;
@@ -295,8 +305,7 @@ impl Storage for SqliteStorage {
             return Ok(Err(max_total_bytes));
         }
         tx.cached_execute(
-            "INSERT INTO state (tenant, plugin, key, value, expires_at) VALUES (?1,?2,?3,?4,?5) \
-             ON CONFLICT (tenant, plugin, key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+            UPSERT_STATE,
             params![tenant, plugin, key, value, expires_at_ms],
         )?;
         tx.commit()?;
@@ -304,10 +313,8 @@ impl Storage for SqliteStorage {
     }
 
     fn state_delete(&self, tenant: &str, plugin: &str, key: &str) -> Result<()> {
-        self.conn().cached_execute(
-            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3",
-            params![tenant, plugin, key],
-        )?;
+        self.conn()
+            .cached_execute(DELETE_STATE, params![tenant, plugin, key])?;
         Ok(())
     }
 
@@ -322,20 +329,16 @@ impl Storage for SqliteStorage {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.cached_execute(
-            "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND expires_at <= ?3",
+            PURGE_EXPIRED_STATE,
             params![tenant, plugin, crate::clock::now_ms()],
         )?;
         for w in writes {
             match &w.value {
                 Some(v) => tx.cached_execute(
-                    "INSERT INTO state (tenant, plugin, key, value, expires_at) VALUES (?1,?2,?3,?4,?5) \
-                     ON CONFLICT (tenant, plugin, key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+                    UPSERT_STATE,
                     params![tenant, plugin, w.key, v, w.expires_at_ms],
                 )?,
-                None => tx.cached_execute(
-                    "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND key=?3",
-                    params![tenant, plugin, w.key],
-                )?,
+                None => tx.cached_execute(DELETE_STATE, params![tenant, plugin, w.key])?,
             };
         }
         tx.commit()?;

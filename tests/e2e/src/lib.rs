@@ -29,6 +29,28 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     path
 }
 
+/// A tenant's log as the API answers it (newest first), as "level plugin: message" lines,
+/// oldest first.
+fn log_lines_of(body: &Value) -> Vec<String> {
+    let mut lines: Vec<String> = body
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e["level"].as_str().unwrap_or(""),
+                        e["plugin"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    lines.reverse();
+    lines
+}
+
 /// A running host with its API, in a private directory.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
@@ -146,23 +168,7 @@ impl TestEnv {
             .get(&format!("/v1/tenants/{tenant}/log?limit=10000"))
             .await;
         assert_eq!(status, 200, "{body}");
-        let mut lines: Vec<String> = body
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        format!(
-                            "{} {}: {}",
-                            e["level"].as_str().unwrap_or(""),
-                            e["plugin"].as_str().unwrap_or(""),
-                            e["message"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        lines.reverse();
-        lines
+        log_lines_of(&body)
     }
 
     pub async fn wait_idle(&self) {
@@ -445,23 +451,7 @@ impl HostProcess {
             .get(&format!("/v1/tenants/{tenant}/log?limit=10000"))
             .await;
         assert_eq!(status, 200, "{body}");
-        let mut lines: Vec<String> = body
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        format!(
-                            "{} {}: {}",
-                            e["level"].as_str().unwrap_or(""),
-                            e["plugin"].as_str().unwrap_or(""),
-                            e["message"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        lines.reverse();
-        lines
+        log_lines_of(&body)
     }
 }
 

@@ -43,7 +43,7 @@ use pbx_plugin_sdk::{Call, CallEvent, Context, Direction, EventKind, Host, Plugi
 use pbx_salesforce::matching::{self, Candidate, RecordKind};
 use pbx_salesforce::search::{self, PhoneSearchScope};
 use pbx_salesforce::verify::{self, Check, Need};
-use pbx_salesforce::{Client, SalesforceConfig, SfError};
+use pbx_salesforce::{Client, SalesforceConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -296,8 +296,8 @@ fn settings(ctx: &Context) -> Result<CaseConfig, PluginError> {
     Ok(cfg)
 }
 
-fn fail(host: &impl Host, what: &str, e: SfError) -> PluginError {
-    let pe = PluginError::from(e).context(what);
+fn fail(host: &impl Host, what: &str, e: impl Into<PluginError>) -> PluginError {
+    let pe = e.into().context(what);
     host.log(Level::Error, &pe.message);
     pe
 }
@@ -446,15 +446,11 @@ impl<H: Host> Run<'_, H> {
         self.save()?;
         let record = case_record(self.cfg, self.call(), &self.st, false);
         let id = self.client.create("Case", &record).map_err(|e| {
-            // Without a response the Case may still be created: the retry (which looks
-            // for it first) waits until Salesforce is surely done.
-            let unknown = e.outcome_unknown();
-            let pe = fail(self.host(), "creating the Case", e);
-            if unknown {
-                pe.retry_after_ms(self.cfg.salesforce.unknown_outcome_retry_ms())
-            } else {
-                pe
-            }
+            fail(
+                self.host(),
+                "creating the Case",
+                e.of_create(&self.cfg.salesforce),
+            )
         })?;
         self.st.case_id = Some(id.clone());
         self.st.pending_since = None;

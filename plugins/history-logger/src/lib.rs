@@ -94,28 +94,10 @@ fn settings(ctx: &Context) -> Result<LoggerConfig, PluginError> {
 }
 
 /// Logs and converts a Salesforce error.
-fn fail(host: &impl Host, call_id: &str, what: &str, e: SfError) -> PluginError {
-    let pe = PluginError::from(e).context(what);
+fn fail(host: &impl Host, call_id: &str, what: &str, e: impl Into<PluginError>) -> PluginError {
+    let pe = e.into().context(what);
     host.log(Level::Error, &format!("call {call_id}: {}", pe.message));
     pe
-}
-
-/// [`fail`] for a create: one without a response may still be carried out by Salesforce, so
-/// its retry (which looks the Task up first) waits until Salesforce is surely done with it.
-fn fail_create(
-    host: &impl Host,
-    cfg: &LoggerConfig,
-    call_id: &str,
-    what: &str,
-    e: SfError,
-) -> PluginError {
-    let unknown = e.outcome_unknown();
-    let pe = fail(host, call_id, what, e);
-    if unknown {
-        pe.retry_after_ms(cfg.salesforce.unknown_outcome_retry_ms())
-    } else {
-        pe
-    }
 }
 
 /// Waits a little before retrying a locked row (a real pause only inside the component).
@@ -318,9 +300,14 @@ fn create_one(
         }
         task_id
     } else {
-        client
-            .create("Task", &record)
-            .map_err(|e| fail_create(host, cfg, &call.call_id, "creating the Task", e))?
+        client.create("Task", &record).map_err(|e| {
+            fail(
+                host,
+                &call.call_id,
+                "creating the Task",
+                e.of_create(&cfg.salesforce),
+            )
+        })?
     };
     // The Task exists: a full state only means a later event finds it by CallObject.
     remember(host, &call.call_id, &id)?;
@@ -962,7 +949,12 @@ pub fn handle_events(
                 }
             }
             Err(e) => {
-                let e = fail_create(host, &cfg, "batch", "creating the Tasks", e);
+                let e = fail(
+                    host,
+                    "batch",
+                    "creating the Tasks",
+                    e.of_create(&cfg.salesforce),
+                );
                 for (i, _) in chunk {
                     results[*i] = Err(e.clone());
                 }

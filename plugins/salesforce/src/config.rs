@@ -104,14 +104,6 @@ pub struct SalesforceConfig {
 }
 
 impl SalesforceConfig {
-    /// How long a create whose outcome is unknown ([`crate::SfError::outcome_unknown`]) waits
-    /// before its retry: three request timeouts.
-    pub fn unknown_outcome_retry_ms(&self) -> u32 {
-        self.timeout_ms
-            .unwrap_or(crate::client::DEFAULT_TIMEOUT_MS)
-            .saturating_mul(3)
-    }
-
     /// A production config with password auth (for tests and examples).
     pub fn password(username: &str, client_id: &str) -> Self {
         SalesforceConfig {

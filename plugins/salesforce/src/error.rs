@@ -108,12 +108,19 @@ impl std::fmt::Display for SfError {
 impl std::error::Error for SfError {}
 
 impl SfError {
-    /// No response came (timeout, lost connection), so Salesforce may still carry the request
-    /// out. A create that failed so must not be retried before Salesforce is surely done with
-    /// it ([`crate::SalesforceConfig::unknown_outcome_retry_ms`]), or the retry's look-up misses
-    /// the record the first request is about to create, and the retry creates a second one.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, SfError::Transport(_))
+    /// This failure of a create, as the plugin's error. Without a response (timeout, lost
+    /// connection) Salesforce may still carry the create out after the plugin gave up; the
+    /// retry, which looks the record up before it creates one, must not come before Salesforce
+    /// is surely done, or it misses the record and creates a second one: it waits three
+    /// request timeouts.
+    pub fn of_create(self, cfg: &crate::SalesforceConfig) -> PluginError {
+        let outcome_unknown = matches!(self, SfError::Transport(_));
+        let pe = PluginError::from(self);
+        if !outcome_unknown {
+            return pe;
+        }
+        let timeout = cfg.timeout_ms.unwrap_or(crate::client::DEFAULT_TIMEOUT_MS);
+        pe.retry_after_ms(timeout.saturating_mul(3))
     }
 
     /// The WIT error kind: retry what may heal (5xx, locks, transport, a session that could
@@ -230,5 +237,29 @@ impl From<pbx_plugin_sdk::http::HttpError> for SfError {
 impl From<SfError> for PluginError {
     fn from(e: SfError) -> Self {
         PluginError::new(e.kind(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SalesforceConfig;
+
+    #[test]
+    fn a_create_without_a_response_waits_three_timeouts_before_its_retry() {
+        let mut cfg = SalesforceConfig::password("u", "c");
+        cfg.timeout_ms = Some(1500);
+        let lost = SfError::Transport(http::Error::Timeout).of_create(&cfg);
+        assert_eq!(lost.retry_after_ms, Some(4500));
+        assert_eq!(lost.kind, pbx_plugin_sdk::ErrorKind::Transient);
+        let refused = SfError::Server {
+            status: 503,
+            message: "down".into(),
+        }
+        .of_create(&cfg);
+        assert_eq!(
+            refused.retry_after_ms, None,
+            "a 5xx answered: nothing was created"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! - `cargo xtask demo`: the plugins, then the demo: the host with its plugins against the
 //!   local Salesforce stand-in, a day of calls played through it, a summary of what landed.
 //! - `cargo xtask test`: the plugins, then every test of the workspace.
+//! - `cargo xtask check-self-contained`: fails when a tracked file reaches outside the
+//!   repository (a path beside it, a search of the directories above it).
 //! - `cargo xtask ci`: formatting and lint checks, then `test`.
 //! - `cargo xtask bench`: the plugins, then every benchmark of issue 5 (criterion benches and
 //!   the `loadgen` scenarios) for the record; results in `target/bench-results/`.
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod self_contained;
 
 /// Every crate built as a component, with the world it targets noted in its own Cargo.toml.
 pub const PLUGIN_CRATES: &[&str] = &[
@@ -34,6 +38,16 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match task.as_str() {
         "plugins" => plugins(),
+        "check-self-contained" => {
+            let found = self_contained::outside_references(&root);
+            if !found.is_empty() {
+                bail!(
+                    "the repository must stand on its own:\n{}",
+                    found.join("\n")
+                );
+            }
+            Ok(())
+        }
         "demo" => {
             plugins()?;
             cargo(&["run", "--release", "-p", "pbx-e2e", "--bin", "pbx-demo"])
@@ -78,7 +92,9 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
         _ => {
-            eprintln!("usage: cargo xtask <plugins | demo | test | ci | bench | bench-quick>");
+            eprintln!(
+                "usage: cargo xtask <plugins | check-self-contained | demo | test | ci | bench | bench-quick>"
+            );
             bail!("unknown task '{task}'")
         }
     }

@@ -1,4 +1,4 @@
-//! Logging in (SPEC; SALESFORCE-API.md §1): the OAuth username-password, refresh-token
+//! Logging in (SPEC; docs/salesforce-api.md §1): the OAuth username-password, refresh-token
 //! and JWT bearer flows, and SOAP partner `login()`.
 //!
 //! Secret values are read here and go only into request bodies: never into a log line, an
@@ -269,7 +269,7 @@ fn xml_text(xml: &str, name: &str) -> Option<String> {
     None
 }
 
-/// SOAP partner `login()` (SALESFORCE-API.md §1d). `with_token: false` sends the password
+/// SOAP partner `login()` (docs/salesforce-api.md §1d). `with_token: false` sends the password
 /// alone (the probe of [`diagnose_password_failure`]).
 fn soap_login(
     host: &impl Host,

@@ -1,5 +1,5 @@
 //! The REST client: session reuse and renewal (SPEC A-3), API version, limit tracking
-//! and the resources the integrations need (SALESFORCE-API.md §2).
+//! and the resources the integrations need (docs/salesforce-api.md §2).
 //!
 //! Every request goes through [`Client::send`]: it takes the cached session (plugin state key
 //! [`SESSION_KEY`]) or logs in, sends, and on `401 INVALID_SESSION_ID` logs in again once and
@@ -53,7 +53,7 @@ pub struct SaveResult {
     pub errors: Vec<ApiError>,
 }
 
-/// A composite subrequest (SALESFORCE-API.md §2e).
+/// A composite subrequest (docs/salesforce-api.md §2e).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompositeRequest {
@@ -522,7 +522,7 @@ pub struct DeletedRecord {
     pub deleted_date: Option<String>,
 }
 
-/// The answer of `GET sobjects/{Type}/deleted/?start=&end=` (SALESFORCE-API.md, getDeleted).
+/// The answer of `GET sobjects/{Type}/deleted/?start=&end=` (docs/salesforce-api.md §2g, getDeleted).
 /// Salesforce ignores the seconds of `start` and `end` and covers only whole past minutes, so
 /// the next window must start at `latest_date_covered`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,4 +1,4 @@
-//! The typed error model of Salesforce answers (SALESFORCE-API.md §1e, §3) and its mapping to
+//! The typed error model of Salesforce answers (docs/salesforce-api.md §1e, §3) and its mapping to
 //! the WIT `plugin-error` kinds, which decide whether the host retries, pauses or gives up.
 
 use pbx_plugin_sdk::PluginError;

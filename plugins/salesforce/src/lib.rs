@@ -1,6 +1,6 @@
 //! The guest-side Salesforce library shared by the PBX's Salesforce plugins.
 //!
-//! It carries the protocol so each plugin stays small (ARCHITECTURE.md, "The integrations"):
+//! It carries the protocol so each plugin stays small (docs/adr/):
 //!
 //! * [`auth`]: the three login methods of SPEC A-1 (OAuth username-password with the security
 //!   token appended, or SOAP partner `login()`; refresh token; JWT bearer signed RS256 with

@@ -1,4 +1,4 @@
-//! The `Sforce-Limit-Info` header (SALESFORCE-API.md §4): `api-usage=18/5000`, optionally
+//! The `Sforce-Limit-Info` header (docs/salesforce-api.md §4): `api-usage=18/5000`, optionally
 //! followed by `; per-app-api-usage=17/250(appName=x)` and `; api-bursts=1/750`.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Building SOQL and SOSL safely (SALESFORCE-API.md §2a, §2b).
+//! Building SOQL and SOSL safely (docs/salesforce-api.md §2a, §2b).
 
 /// Characters SOSL reserves inside `FIND {…}`; each is escaped with a backslash. The leading
 /// `+` of an E.164 number is one of them.

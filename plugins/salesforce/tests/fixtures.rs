@@ -1,4 +1,4 @@
-//! Every recorded Salesforce response (shared/fixtures/salesforce-recorded) goes through the
+//! Every recorded Salesforce response (tests/fixtures/salesforce-recorded) goes through the
 //! real client against a fake host that answers with the recording: the client must build the
 //! recorded request (method and path) and turn the recorded answer into the right typed result
 //! or error.

@@ -1,4 +1,4 @@
-//! OAuth 2.0 token endpoint (SALESFORCE-API.md §1a–1c, errors §1e): username-password,
+//! OAuth 2.0 token endpoint (docs/salesforce-api.md §1a–1c, errors §1e): username-password,
 //! refresh-token and JWT bearer flows; plus token revocation and the identity URL.
 //!
 //! Accounting: token requests count as API calls of the org they resolve to, failures

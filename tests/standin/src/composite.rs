@@ -1,4 +1,4 @@
-//! `composite` (SALESFORCE-API.md §2e) and sObject Collections `composite/sobjects` (§2f).
+//! `composite` (docs/salesforce-api.md §2e) and sObject Collections `composite/sobjects` (§2f).
 //! Both count as one API call (the caller charges once). allOrNone rollback restores a
 //! snapshot of the store taken under the org lock, which is held for the whole request.
 

@@ -1,4 +1,4 @@
-//! Create, update, delete and merge with Salesforce's validation (SALESFORCE-API.md §2c, §3,
+//! Create, update, delete and merge with Salesforce's validation (docs/salesforce-api.md §2c, §3,
 //! §5): one implementation for the single-record resources, sObject Collections, composite
 //! subrequests and seeding, so that every path reports the same error for the same input.
 

@@ -1,4 +1,4 @@
-//! The REST error model (SALESFORCE-API.md §3): a JSON array of
+//! The REST error model (docs/salesforce-api.md §3): a JSON array of
 //! `{"message","errorCode","fields"}` objects, with the key order of the recordings.
 //!
 //! Constructors carry the verbatim texts of the recordings and of §3's table so that every
@@ -65,7 +65,7 @@ impl ApiError {
     }
 
     /// The error as it appears inside an sObject Collections SaveResult: the key is
-    /// `statusCode`, not `errorCode`, and `fields` is always present (SALESFORCE-API.md §2f).
+    /// `statusCode`, not `errorCode`, and `fields` is always present (docs/salesforce-api.md §2f).
     pub fn to_save_result_error(&self) -> J {
         J::obj([
             ("statusCode", J::str(&self.code)),
@@ -91,7 +91,7 @@ impl ApiError {
         ApiError::new(401, "INVALID_SESSION_ID", "Session expired or invalid")
     }
 
-    /// An `Authorization` header that is not `Bearer …`/`OAuth …` (SALESFORCE-API.md §6,
+    /// An `Authorization` header that is not `Bearer …`/`OAuth …` (docs/salesforce-api.md §6,
     /// sf-functions-python `data_api.py` comments).
     pub fn invalid_auth_header() -> ApiError {
         ApiError::new(401, "INVALID_AUTH_HEADER", "INVALID_HEADER_TYPE")

@@ -30,7 +30,7 @@ pub enum FaultKind {
     ExpireSession,
     /// 403 REQUEST_LIMIT_EXCEEDED.
     RequestLimitExceeded,
-    /// 400 UNABLE_TO_LOCK_ROW (SALESFORCE-API.md §3 table).
+    /// 400 UNABLE_TO_LOCK_ROW (docs/salesforce-api.md §3 table).
     UnableToLockRow,
     /// The whole server stops accepting connections for this long (the listening socket is
     /// closed, so clients get "connection refused"); this request's connection is dropped

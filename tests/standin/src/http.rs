@@ -105,7 +105,7 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Frames a REST response with the recorded headers (SALESFORCE-API.md §0, §4).
+/// Frames a REST response with the recorded headers (docs/salesforce-api.md §0, §4).
 pub(crate) fn rest_http(resp: &RestResponse, limit_info: Option<String>) -> Response {
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = match &resp.body {
@@ -242,7 +242,7 @@ fn path_and_query(uri: &Uri) -> String {
         .unwrap_or_else(|| uri.path().to_string())
 }
 
-/// `GET /services/data/`: the versions list (SALESFORCE-API.md §0). Needs no session and
+/// `GET /services/data/`: the versions list (docs/salesforce-api.md §0). Needs no session and
 /// does not count (§4).
 async fn versions() -> Response {
     rest_http(&RestResponse::ok(rest::versions_body()), None)

@@ -2,7 +2,7 @@
 //!
 //! Salesforce's JSON has a stable key order that clients and humans rely on when reading
 //! logs: `attributes` first in every record, `message` before `errorCode` in most error
-//! objects but `errorCode` first for `NOT_FOUND` (SALESFORCE-API.md §3, "Key order varies").
+//! objects but `errorCode` first for `NOT_FOUND` (docs/salesforce-api.md §3, "Key order varies").
 //! `serde_json::Value` sorts keys unless the `preserve_order` feature is on, and turning that
 //! feature on here would silently change `serde_json` for every other crate in the workspace
 //! (features unify), so responses are built from this small type instead.

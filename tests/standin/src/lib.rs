@@ -1,7 +1,7 @@
 //! `sf-standin`: a local, faithful Salesforce stand-in for testing the PBX's Salesforce
 //! plugins. Salesforce itself is never reachable from the test machines, so this server
-//! speaks the real wire formats (the project's SALESFORCE-API.md §0–5, checked against the
-//! WireMock recordings in `shared/fixtures/salesforce-recorded/`) over a real socket.
+//! speaks the real wire formats (docs/salesforce-api.md §0–5, checked against the
+//! WireMock recordings in `tests/fixtures/salesforce-recorded/`) over a real socket.
 //!
 //! One server hosts several orgs (one per PBX tenant). The base URL serves as both the login
 //! host and the instance URL.

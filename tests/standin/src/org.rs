@@ -39,7 +39,7 @@ pub struct OrgSpec {
     /// The integration user; created as a User record when the org is added.
     pub username: String,
     pub password: String,
-    /// Appended to the password for the password flow and SOAP login (SALESFORCE-API.md §1a).
+    /// Appended to the password for the password flow and SOAP login (docs/salesforce-api.md §1a).
     pub security_token: String,
     pub client_id: String,
     pub client_secret: String,

@@ -1,6 +1,6 @@
 //! Phone-number matching for SOSL `IN PHONE FIELDS`.
 //!
-//! How the real service tokenises phone numbers is [UNCONFIRMED] (SALESFORCE-API.md §2b);
+//! How the real service tokenises phone numbers is [UNCONFIRMED] (docs/salesforce-api.md §2b);
 //! SPEC L-2 requires that "03-1234-5678", "(03) 1234 5678", "0312345678", "+81 3 1234 5678"
 //! and "+81-3-1234-5678" all find each other. The rule here:
 //!

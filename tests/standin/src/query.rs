@@ -1,4 +1,4 @@
-//! The `query` / `queryAll` resources and their paging (SALESFORCE-API.md §2a):
+//! The `query` / `queryAll` resources and their paging (docs/salesforce-api.md §2a):
 //! batches of 2,000 (or `Sforce-Query-Options: batchSize=N`, 200–2,000), `nextRecordsUrl`
 //! locators `01g…-2000`, `-4000`, … (HEROKU `query-with-next-records-url*.json`).
 

@@ -19,7 +19,7 @@ use crate::sosl;
 /// The newest API version the stand-in serves (Winter '27).
 pub const LATEST_VERSION: u32 = 68;
 /// The oldest version still served: v21.0–v30.0 were retired in Summer '25, v7–v20 earlier
-/// (SALESFORCE-API.md §0, "Retired versions").
+/// (docs/salesforce-api.md §0, "Retired versions").
 pub const OLDEST_VERSION: u32 = 31;
 
 /// A validated API version from a URL (`v53.0`).
@@ -217,7 +217,7 @@ fn resource_list(version: &str) -> J {
     )
 }
 
-/// `GET limits/` (SALESFORCE-API.md §2d; numbers as integers).
+/// `GET limits/` (docs/salesforce-api.md §2d; numbers as integers).
 fn limits(ctx: &RestCtx) -> J {
     let pair = |max: u64, remaining: u64| {
         J::obj([("Max", J::uint(max)), ("Remaining", J::uint(remaining))])

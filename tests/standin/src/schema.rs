@@ -1,4 +1,4 @@
-//! Objects and fields of an org (SALESFORCE-API.md §5): the standard objects a phone
+//! Objects and fields of an org (docs/salesforce-api.md §5): the standard objects a phone
 //! integration touches (Account, Contact, Lead, Task, Case, User) plus custom objects and
 //! fields declared per org, and field-level / object-level security ("deny").
 //!
@@ -903,7 +903,7 @@ fn task() -> ObjectDef {
         FieldDef::new("ReminderDateTime", "Reminder Date/Time", T::DateTime),
         FieldDef::new("IsReminderSet", "Reminder Set", T::Boolean),
         FieldDef::new("CompletedDateTime", "Completed Date/Time", T::DateTime).ro(),
-        // [UNCONFIRMED] value list and create-only rule (SALESFORCE-API.md §5).
+        // [UNCONFIRMED] value list and create-only rule (docs/salesforce-api.md §5).
         FieldDef::new("TaskSubtype", "Task Subtype", T::Picklist)
             .pick(&["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"])
             .restricted()

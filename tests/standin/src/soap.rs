@@ -1,4 +1,4 @@
-//! SOAP `login()` (SALESFORCE-API.md §1d) on `/services/Soap/u/{ver}` (partner) and
+//! SOAP `login()` (docs/salesforce-api.md §1d) on `/services/Soap/u/{ver}` (partner) and
 //! `/services/Soap/c/{ver}` (enterprise): the success envelope and the INVALID_LOGIN fault
 //! (HTTP 500). Other SOAP calls are not implemented (answered with a fault saying so).
 //!

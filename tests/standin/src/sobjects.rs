@@ -1,4 +1,4 @@
-//! sObject resources (SALESFORCE-API.md §2c): basic info, describe, create, retrieve,
+//! sObject resources (docs/salesforce-api.md §2c): basic info, describe, create, retrieve,
 //! update, delete, upsert by external id, and the replication resources `deleted/` and
 //! `updated/` that incremental contact sync relies on (SPEC C-4).
 

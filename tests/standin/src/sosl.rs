@@ -1,5 +1,5 @@
 //! SOSL search: `GET search/?q=FIND {…} IN PHONE FIELDS RETURNING Contact(Id, Name, Phone), …`
-//! and `GET parameterizedSearch/?q=…` (SALESFORCE-API.md §2b).
+//! and `GET parameterizedSearch/?q=…` (docs/salesforce-api.md §2b).
 //!
 //! The search term is read with SOSL's escapes (`\+81…` for a leading `+`); matching is
 //! phone-aware in PHONE and ALL scopes (see [`crate::phone`]), word-based otherwise
@@ -503,7 +503,7 @@ fn run_search(data: &OrgData, ctx: &RestCtx, q: &str, s: &Search) -> Result<Vec<
 }
 
 /// Wraps rows as the requested version expects: `{"searchRecords":[…]}`, or a bare array
-/// before v36.0 (SALESFORCE-API.md §2b: "treat v36 or later as wrapped").
+/// before v36.0 (docs/salesforce-api.md §2b: "treat v36 or later as wrapped").
 fn wrap(ctx: &RestCtx, rows: Vec<J>) -> J {
     if ctx.version_number() >= 36.0 {
         J::obj([("searchRecords", J::Arr(rows))])

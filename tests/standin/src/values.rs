@@ -1,4 +1,4 @@
-//! Wire formats of dates and date-times (SALESFORCE-API.md §0, "Value formats"):
+//! Wire formats of dates and date-times (docs/salesforce-api.md §0, "Value formats"):
 //! dateTime `2013-05-20T20:49:32.000+0000`, date `1980-05-21`.
 //!
 //! Input is read leniently (clients send RFC 3339 with `Z`, offsets with or without a colon,

@@ -1,4 +1,4 @@
-//! Authentication (SALESFORCE-API.md §1): the three OAuth flows with every error of §1e,
+//! Authentication (docs/salesforce-api.md §1): the three OAuth flows with every error of §1e,
 //! SOAP login() with its success envelope and faults, sessions expiring, and the API
 //! permission switches.
 

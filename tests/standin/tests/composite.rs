@@ -1,4 +1,4 @@
-//! composite (SALESFORCE-API.md §2e) and sObject Collections (§2f): references, allOrNone
+//! composite (docs/salesforce-api.md §2e) and sObject Collections (§2f): references, allOrNone
 //! rollback, limits, what may not be a subrequest, SaveResults, one API call each.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Golden tests: every WireMock recording of a real org (shared/fixtures/salesforce-recorded)
+//! Golden tests: every WireMock recording of a real org (tests/fixtures/salesforce-recorded)
 //! whose object and resource the stand-in supports is replayed over a real socket against a
 //! stand-in org seeded so that the request means the same thing; status, errorCodes and
 //! messages, body shape (keys, types, `attributes`, `nextRecordsUrl`, record counts) and the

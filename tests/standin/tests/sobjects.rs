@@ -1,4 +1,4 @@
-//! sObject resources (SALESFORCE-API.md §2c, §3, §5): Task call logs and Cases as the
+//! sObject resources (docs/salesforce-api.md §2c, §3, §5): Task call logs and Cases as the
 //! integrations write them, validation errors, read/update/delete, describe, upsert, the
 //! replication resources and limits.
 

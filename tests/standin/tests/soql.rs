@@ -1,4 +1,4 @@
-//! SOQL over HTTP (SALESFORCE-API.md §2a): parent fields, date literals, ORDER BY / LIMIT /
+//! SOQL over HTTP (docs/salesforce-api.md §2a): parent fields, date literals, ORDER BY / LIMIT /
 //! OFFSET, operators, paging of 10,000 records, queryAll, COUNT, errors, field-level security.
 
 mod common;

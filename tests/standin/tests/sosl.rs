@@ -1,4 +1,4 @@
-//! SOSL (SALESFORCE-API.md §2b): caller lookup by phone across the formats of SPEC L-2, the
+//! SOSL (docs/salesforce-api.md §2b): caller lookup by phone across the formats of SPEC L-2, the
 //! escaped E.164 `+`, RETURNING field lists with WHERE/ORDER BY/LIMIT, scopes, the
 //! version-dependent response wrapper, errors and parameterizedSearch.
 

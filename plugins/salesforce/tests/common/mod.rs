@@ -10,24 +10,19 @@ use pbx_salesforce::{SalesforceConfig, Session};
 
 pub const INSTANCE: &str = "https://example.my.salesforce.com";
 
-/// The recorded Salesforce responses: `<ancestor>/shared/fixtures/salesforce-recorded` or
-/// `<ancestor>/../shared/…`, walking up from this crate.
+/// The recorded Salesforce responses, carried by the repository in
+/// `tests/fixtures/salesforce-recorded/`.
 pub fn fixtures_dir() -> PathBuf {
-    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        for candidate in [
-            dir.join("shared/fixtures/salesforce-recorded"),
-            dir.join("../shared/fixtures/salesforce-recorded"),
-        ] {
-            if candidate.is_dir() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "shared/fixtures/salesforce-recorded not found above {}",
-        start.display()
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/salesforce-recorded"
+    ));
+    assert!(
+        dir.is_dir(),
+        "the recording tests need {}, which the repository carries",
+        dir.display()
     );
+    dir
 }
 
 /// A config for a production org with password auth and the fixtures' API version.

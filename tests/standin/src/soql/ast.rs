@@ -1,4 +1,4 @@
-//! Syntax tree of the SOQL subset the stand-in understands (SALESFORCE-API.md §2a).
+//! Syntax tree of the SOQL subset the stand-in understands (docs/salesforce-api.md §2a).
 
 use chrono::{DateTime, NaiveDate, Utc};
 

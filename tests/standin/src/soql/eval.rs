@@ -1,6 +1,6 @@
 //! Resolves a parsed SOQL query against the org's schema (INVALID_FIELD / INVALID_TYPE with
 //! Salesforce's caret messages) and runs it over the org's records, producing record JSON in
-//! the recorded shape (SALESFORCE-API.md §0 "Record JSON", §2a).
+//! the recorded shape (docs/salesforce-api.md §0 "Record JSON", §2a).
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -258,7 +258,7 @@ enum Operand {
 
 /// `[start, end)` of a relative date literal, in UTC (the stand-in's org time zone).
 /// LAST_N_DAYS:n runs from 00:00 n days ago to the end of today: SFDOC says it "includes
-/// the current day" (SALESFORCE-API.md §2a marks the exact boundary [UNCONFIRMED]).
+/// the current day" (docs/salesforce-api.md §2a marks the exact boundary [UNCONFIRMED]).
 pub fn date_range(lit: DateLiteral, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let today = now.date_naive();
     let d = |n: i64| midnight(today + Duration::days(n));

@@ -233,7 +233,7 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, LexError> {
     tokenize_from(src, 0)
 }
 
-/// `'…'` with backslash escapes (SALESFORCE-API.md §2a: `'` and `\` must be escaped).
+/// `'…'` with backslash escapes (docs/salesforce-api.md §2a: `'` and `\` must be escaped).
 fn lex_string(cur: &mut Cursor<'_>, start: Pos) -> Result<Tok, LexError> {
     cur.bump();
     let mut s = String::new();

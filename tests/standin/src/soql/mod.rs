@@ -1,6 +1,6 @@
 //! SOQL: a tokenizer, a recursive-descent parser and an evaluator over the in-memory store.
 //!
-//! Supported (SALESFORCE-API.md §2a): field lists with parent paths (`Account.Name`,
+//! Supported (docs/salesforce-api.md §2a): field lists with parent paths (`Account.Name`,
 //! `Owner.Name`, several levels), parent-to-child subqueries (`(SELECT … FROM Contacts)`),
 //! `COUNT()` and `COUNT(field)`, WHERE with `= != <> < > <= >= IN NOT IN LIKE INCLUDES
 //! EXCLUDES AND OR NOT ( )`, semi-joins (`Id IN (SELECT …)`), null/true/false, strings with

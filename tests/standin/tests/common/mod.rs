@@ -180,23 +180,19 @@ impl Env {
     }
 }
 
-/// `shared/fixtures/salesforce-recorded`, found by walking up from this crate: in each
-/// ancestor directory, and in `ancestor/../shared` (shared/ sits beside the repository).
+/// The WireMock recordings of a real org, carried by the repository in
+/// `tests/fixtures/salesforce-recorded/` (see its README for their origin and licence).
 pub fn recordings_dir() -> PathBuf {
-    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let rel = PathBuf::from("shared/fixtures/salesforce-recorded");
-    for dir in start.ancestors() {
-        for candidate in [dir.join(&rel), dir.join("..").join(&rel)] {
-            if candidate.is_dir() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "cannot find shared/fixtures/salesforce-recorded above {} (looked in every ancestor and ancestor/../shared); \
-         the golden tests need the WireMock recordings",
-        start.display()
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/salesforce-recorded"
+    ));
+    assert!(
+        dir.is_dir(),
+        "the golden tests need the recordings in {}, which the repository carries",
+        dir.display()
     );
+    dir
 }
 
 /// Reads one recording.

@@ -444,10 +444,7 @@ impl Invocation {
         self.meter.http_bytes_out += body_len;
         let max_in = limits.http_response_bytes;
         let exchange = async {
-            let mut resp = builder
-                .send()
-                .await
-                .map_err(|e| HttpError::Connect(describe(e)))?;
+            let mut resp = builder.send().await.map_err(connect_error)?;
             if resp.content_length().is_some_and(|n| n > max_in) {
                 return Err(HttpError::TooLarge(max_in));
             }
@@ -515,6 +512,20 @@ impl Invocation {
 }
 
 /// reqwest's error text without the URL's query (which may hold data the plugin sent).
+/// How a `connect` error whose request never left begins (the connection could not be made).
+/// The guest library tells from it that a create cannot have happened (a retry needs neither
+/// a wait nor a look-up); any other `connect` error may have reached the server.
+pub const NOT_SENT_PREFIX: &str = "request not sent: ";
+
+/// A failed `send`: whether the request left decides how a plugin may retry a write.
+fn connect_error(e: reqwest::Error) -> HttpError {
+    if e.is_connect() {
+        HttpError::Connect(format!("{NOT_SENT_PREFIX}{}", describe(e)))
+    } else {
+        HttpError::Connect(describe(e))
+    }
+}
+
 fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut s = e.to_string();

@@ -11,12 +11,14 @@
 //! * Per tenant (K-3): the Case field templates (`create_fields`, `update_fields`) and the
 //!   actions run per event, in order (`actions`).
 //!
-//! Effectively once (H-8): before creating, the plugin writes a pending marker into
-//! `case:{call-id}`; after creating, the Case id. A delivery that finds the Case id does not
-//! create; one that finds only the marker (an earlier attempt may have created the Case and
-//! died, or timed out while Salesforce still saved it) first looks the Case up by
-//! `SuppliedPhone` = the caller and the call id in the Subject (the default Subject carries
-//! it), created since the marker, and adopts it.
+//! Exactly once (H-8, `pbx_salesforce::create_once`): before creating, the plugin writes a
+//! pending marker into `case:{call-id}` (when the create was sent, and for how long Salesforce
+//! may still commit it); after creating, the Case id. A delivery that finds the Case id does
+//! not create; one that finds only the marker (an earlier attempt may have created the Case
+//! and died, or timed out while Salesforce still saved it) waits until that window has passed,
+//! then looks the Case up by `SuppliedPhone` = the caller and the call id in the Subject (the
+//! default Subject carries it), created since the marker, and adopts it. A create Salesforce
+//! answered with a failure created nothing: the marker is dropped.
 //!
 //! Settings (`ctx.config`): the Salesforce keys of [`pbx_salesforce::SalesforceConfig`] and
 //!
@@ -40,6 +42,7 @@ use std::collections::BTreeMap;
 use exports::pbx::plugin::settings_check::CheckItem;
 use pbx_plugin_sdk::log::Level;
 use pbx_plugin_sdk::{Call, CallEvent, Context, Direction, EventKind, Host, PluginError, WasmHost};
+use pbx_salesforce::create_once::Pending;
 use pbx_salesforce::matching::{self, Candidate, RecordKind};
 use pbx_salesforce::search::{self, PhoneSearchScope};
 use pbx_salesforce::verify::{self, Check, Need};
@@ -204,6 +207,10 @@ pub struct CallState {
     /// When a create was started without its result being recorded (ms since the epoch).
     #[serde(default)]
     pub pending_since: Option<i64>,
+    /// How long after `pending_since` Salesforce may still commit that create (older states
+    /// lack it: looked up at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_settle_ms: Option<i64>,
     #[serde(default)]
     pub contact_searched: bool,
     #[serde(default)]
@@ -431,6 +438,16 @@ impl<H: Host> Run<'_, H> {
             );
             return Ok(());
         }
+        if let Some(since) = self.st.pending_since {
+            // The earlier create may still be committed by Salesforce: wait until it has
+            // surely finished before the look-up, or the look-up misses it and a second Case
+            // is created (pbx_salesforce::create_once).
+            Pending {
+                sent_at_ms: since,
+                settle_ms: self.st.pending_settle_ms.unwrap_or(0),
+            }
+            .wait(self.host().now_ms(), &format!("the Case of call {call_id}"))?;
+        }
         if let Some(since) = self.st.pending_since
             && let Some(id) = self.earlier_case(since)?
         {
@@ -440,20 +457,34 @@ impl<H: Host> Run<'_, H> {
             );
             self.st.case_id = Some(id);
             self.st.pending_since = None;
+            self.st.pending_settle_ms = None;
             return self.save();
         }
-        self.st.pending_since = Some(self.host().now_ms());
+        let pending = Pending::sent_now(self.host().now_ms(), &self.cfg.salesforce);
+        self.st.pending_since = Some(pending.sent_at_ms);
+        self.st.pending_settle_ms = Some(pending.settle_ms);
         self.save()?;
         let record = case_record(self.cfg, self.call(), &self.st, false);
-        let id = self.client.create("Case", &record).map_err(|e| {
-            fail(
-                self.host(),
-                "creating the Case",
-                e.of_create(&self.cfg.salesforce),
-            )
-        })?;
+        let created = self.client.create("Case", &record);
+        let id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                if !e.outcome_unknown() {
+                    // Answered: no Case was created; the retry needs no wait nor look-up.
+                    self.st.pending_since = None;
+                    self.st.pending_settle_ms = None;
+                    self.save()?;
+                }
+                return Err(fail(
+                    self.host(),
+                    "creating the Case",
+                    e.of_create(&self.cfg.salesforce),
+                ));
+            }
+        };
         self.st.case_id = Some(id.clone());
         self.st.pending_since = None;
+        self.st.pending_settle_ms = None;
         self.save()?;
         self.host().log(
             Level::Info,

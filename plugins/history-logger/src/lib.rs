@@ -28,6 +28,7 @@ use pbx_plugin_sdk::{
     Call, CallEvent, Context, Direction, EventKind, Host, PluginError, TransferKind, WasmHost,
 };
 use pbx_salesforce::client::CompositeRequest;
+use pbx_salesforce::create_once::{Marker, Pending};
 use pbx_salesforce::matching::{self, Candidate, Match};
 use pbx_salesforce::search::{self, PhoneSearchScope};
 use pbx_salesforce::{Client, RecordKind, SfError};
@@ -50,8 +51,8 @@ pub const COLLECTION_SIZE: usize = 200;
 /// The longest transcript kept in state for re-rendering the Description.
 const TRANSCRIPT_STATE_CHARS: usize = 16_000;
 
-/// The plugin-state key linking a call to its Task: the Task id, or `pending:{attempt}`
-/// while it is being created (effectively-once, H-8).
+/// The plugin-state key linking a call to its Task: the Task id, or a pending marker
+/// ([`pbx_salesforce::create_once::Pending`]) while it is being created (exactly once, H-8).
 pub fn task_key(call_id: &str) -> String {
     format!("task:{call_id}")
 }
@@ -73,6 +74,41 @@ fn remember(host: &impl Host, call_id: &str, value: &str) -> Result<bool, Plugin
             Ok(false)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Marks the call's Task create as sent now (see [`pbx_salesforce::create_once`]). `Ok(false)`: state full.
+fn mark_pending(host: &impl Host, cfg: &LoggerConfig, call_id: &str) -> Result<bool, PluginError> {
+    remember(
+        host,
+        call_id,
+        &Pending::sent_now(host.now_ms(), &cfg.salesforce).encode(),
+    )
+}
+
+/// A create that Salesforce answered with a failure created nothing: the marker goes, so the
+/// retry neither waits nor looks up. A failure without an answer keeps it.
+fn forget_pending_unless_unknown(host: &impl Host, call_id: &str, e: &SfError) {
+    if !e.outcome_unknown() {
+        let _ = host.state_delete(&task_key(call_id));
+    }
+}
+
+/// Whether the call's Task may exist without its id in state: waits (a transient error) while
+/// an earlier attempt's create may still be committed by Salesforce.
+fn must_look_up(
+    host: &impl Host,
+    ctx: &Context,
+    call_id: &str,
+    marker: &Marker,
+) -> Result<bool, PluginError> {
+    match marker {
+        Marker::Pending(p) => {
+            p.wait(host.now_ms(), &format!("the Task of call {call_id}"))?;
+            Ok(true)
+        }
+        Marker::Absent => Ok(ctx.attempt > 0),
+        Marker::Created(_) => Ok(false),
     }
 }
 
@@ -207,11 +243,6 @@ fn find_by_call_object(
     Ok(map)
 }
 
-/// Whether the Task may already exist without its id in state.
-fn maybe_created(ctx: &Context, marker: Option<&str>) -> bool {
-    ctx.attempt > 0 || marker.is_some_and(|m| m.starts_with("pending:"))
-}
-
 fn create_one(
     client: &Client<&impl Host>,
     cfg: &LoggerConfig,
@@ -222,8 +253,8 @@ fn create_one(
     let host = *client.host();
     let call = &event.call;
     let key = task_key(&call.call_id);
-    let marker = host.state_get(&key)?;
-    if let Some(existing) = marker.as_deref().filter(|m| !m.starts_with("pending:")) {
+    let marker = Marker::parse(host.state_get(&key)?.as_deref());
+    if let Some(existing) = marker.created() {
         host.log(
             Level::Info,
             &format!(
@@ -250,7 +281,7 @@ fn create_one(
         );
         Ok(true)
     };
-    let looked_up = maybe_created(ctx, marker.as_deref());
+    let looked_up = must_look_up(host, ctx, &call.call_id, &marker)?;
     if looked_up && look_up()? {
         return Ok(());
     }
@@ -281,10 +312,7 @@ fn create_one(
     let mut record = task::build_task(call, kind, cfg, &x, owner.as_deref(), host.now_ms());
     // Without the pending marker (state full) a retry after a crash could not know that the
     // Task may exist: look it up right before every create instead.
-    if !remember(host, &call.call_id, &format!("pending:{}", ctx.attempt))?
-        && !looked_up
-        && look_up()?
-    {
+    if !mark_pending(host, cfg, &call.call_id)? && !looked_up && look_up()? {
         return Ok(());
     }
     let id = if cfg.case_link {
@@ -301,6 +329,7 @@ fn create_one(
         task_id
     } else {
         client.create("Task", &record).map_err(|e| {
+            forget_pending_unless_unknown(host, &call.call_id, &e);
             fail(
                 host,
                 &call.call_id,
@@ -395,9 +424,15 @@ fn create_with_case(
             body: Some(record.clone()),
         },
     ];
-    let answers = client
-        .composite(true, &requests)
-        .map_err(|e| fail(host, &call.call_id, "creating the Case and the Task", e))?;
+    let answers = client.composite(true, &requests).map_err(|e| {
+        forget_pending_unless_unknown(host, &call.call_id, &e);
+        fail(
+            host,
+            &call.call_id,
+            "creating the Case and the Task",
+            e.of_create(&cfg.salesforce),
+        )
+    })?;
     let id_of = |reference: &str| -> Result<String, PluginError> {
         let r = answers
             .iter()
@@ -435,8 +470,8 @@ fn update_task(
 ) -> Result<(), PluginError> {
     let host = *client.host();
     let call = &event.call;
-    let marker = host.state_get(&task_key(&call.call_id))?;
-    let id = match marker.as_deref().filter(|m| !m.starts_with("pending:")) {
+    let marker = Marker::parse(host.state_get(&task_key(&call.call_id))?.as_deref());
+    let id = match marker.created() {
         Some(id) => id.to_string(),
         None => {
             let _ = ctx;
@@ -775,14 +810,25 @@ pub fn handle_events(
     let mut check: Vec<(usize, CallType)> = Vec::new();
     for (i, kind) in creates {
         let call_id = &events[i].call.call_id;
-        match host.state_get(&task_key(call_id)) {
-            Ok(Some(v)) if !v.starts_with("pending:") => host.log(
+        let marker = match host.state_get(&task_key(call_id)) {
+            Ok(v) => Marker::parse(v.as_deref()),
+            Err(e) => {
+                results[i] = Err(e.into());
+                continue;
+            }
+        };
+        if let Some(id) = marker.created() {
+            host.log(
                 Level::Info,
-                &format!("call {call_id}: already logged as Task {v}; nothing to do"),
-            ),
-            Ok(marker) if maybe_created(ctx, marker.as_deref()) => check.push((i, kind)),
-            Ok(_) => todo.push((i, kind)),
-            Err(e) => results[i] = Err(e.into()),
+                &format!("call {call_id}: already logged as Task {id}; nothing to do"),
+            );
+            continue;
+        }
+        // A young marker makes only its own call wait: the rest of the batch goes on.
+        match must_look_up(host, ctx, call_id, &marker) {
+            Ok(true) => check.push((i, kind)),
+            Ok(false) => todo.push((i, kind)),
+            Err(e) => results[i] = Err(e),
         }
     }
     if !check.is_empty() {
@@ -881,7 +927,7 @@ pub fn handle_events(
         if let Some(o) = record.as_object_mut() {
             o.insert("attributes".into(), json!({"type": "Task"}));
         }
-        match remember(host, &ev.call.call_id, &format!("pending:{}", ctx.attempt)) {
+        match mark_pending(host, &cfg, &ev.call.call_id) {
             Ok(true) => records.push((*i, record)),
             Ok(false) => unmarked.push((*i, record)),
             Err(e) => results[*i] = Err(e),
@@ -930,6 +976,8 @@ pub fn handle_events(
                             remember(host, call_id, &id).map(|_| ())
                         }
                         Some(r) => {
+                            // Answered: this record was not created.
+                            let _ = host.state_delete(&task_key(call_id));
                             let e = match r.errors.first() {
                                 Some(api) => {
                                     pbx_salesforce::error::from_api_error(400, api.clone())
@@ -949,6 +997,9 @@ pub fn handle_events(
                 }
             }
             Err(e) => {
+                for (i, _) in chunk {
+                    forget_pending_unless_unknown(host, &events[*i].call.call_id, &e);
+                }
                 let e = fail(
                     host,
                     "batch",

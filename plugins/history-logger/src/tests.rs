@@ -432,7 +432,11 @@ fn a_batch_costs_one_search_and_one_collection_create() {
         h.state_value("task:c1").as_deref(),
         Some("00T000000000001AAA")
     );
-    assert_eq!(h.state_value("task:c3").as_deref(), Some("pending:0"));
+    assert_eq!(
+        h.state_value("task:c3"),
+        None,
+        "Salesforce answered c3's failure: nothing was created, the marker goes"
+    );
 }
 
 #[test]
@@ -585,4 +589,114 @@ fn a_full_state_in_a_batch_looks_the_tasks_up_before_the_create() {
     let recs = body["records"].as_array().expect("records");
     assert_eq!(recs.len(), 1, "only c2 is created: {recs:?}");
     assert_eq!(recs[0]["CallObject"], "c2");
+}
+
+/// The marker an earlier attempt left when it sent its create at `sent_at` (10-s timeout).
+fn pending_marker(sent_at: i64) -> String {
+    let mut cfg = pbx_salesforce::SalesforceConfig::password("u", "c");
+    cfg.timeout_ms = Some(10_000);
+    Pending::sent_now(sent_at, &cfg).encode()
+}
+
+#[test]
+fn a_young_pending_marker_waits_out_the_settle_window_before_the_look_up() {
+    // An earlier attempt sent its create at t = 1,000,000 and was killed; Salesforce may
+    // commit it for three timeouts (30 s). A delivery 5 s later must neither create nor look
+    // up (the look-up could come before the commit): it waits, and asks to come back.
+    let h = host();
+    h.set_now_ms(1_000_000);
+    h.state_set("task:1001", &pending_marker(1_000_000), None)
+        .expect("state");
+    h.set_now_ms(1_005_000);
+    let ev = sample_event(EventKind::Ended, Direction::Inbound);
+    let err = handle_event(&h, &sample_context(CONFIG), &ev).expect_err("waits");
+    assert_eq!(err.kind, ErrorKind::Transient);
+    assert_eq!(err.retry_after_ms, Some(25_100));
+    assert!(
+        h.requests().is_empty(),
+        "no request while the create may settle"
+    );
+    assert!(
+        err.message.contains("the Task of call 1001"),
+        "{}",
+        err.message
+    );
+
+    // After the window: looked up by CallObject and adopted, not created.
+    h.set_now_ms(1_031_000);
+    token(&h);
+    h.push_response(
+        200,
+        &[],
+        br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Task"},"Id":"00T000000000007AAA","CallObject":"1001"}]}"#,
+    );
+    handle_event(&h, &sample_context(CONFIG), &ev).expect("adopted");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 2, "login, look-up; no create");
+    assert!(reqs[1].url.contains("CallObject"), "{}", reqs[1].url);
+    assert_eq!(
+        h.state_value("task:1001").as_deref(),
+        Some("00T000000000007AAA")
+    );
+}
+
+#[test]
+fn in_a_batch_only_the_call_whose_create_may_settle_waits() {
+    let h = host();
+    h.set_now_ms(2_000_000);
+    h.state_set("task:c1", &pending_marker(1_995_000), None)
+        .expect("state");
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(
+        200,
+        &[],
+        json!([{"id":"00T000000000002AAA","success":true,"errors":[]}])
+            .to_string()
+            .as_bytes(),
+    );
+    let events = vec![ended("c1", "0311110000"), ended("c2", "0322220000")];
+    let results = handle_events(&h, &sample_context(CONFIG), &events);
+    assert_eq!(
+        results[0].as_ref().map_err(|e| (e.kind, e.retry_after_ms)),
+        Err((ErrorKind::Transient, Some(25_100)))
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    let body = sent_json(&h, 2);
+    let recs = body["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 1, "only c2 is created: {recs:?}");
+    assert_eq!(recs[0]["CallObject"], "c2");
+    assert!(
+        h.state_value("task:c2")
+            .is_some_and(|v| v == "00T000000000002AAA")
+    );
+}
+
+#[test]
+fn a_create_that_timed_out_keeps_its_marker_one_refused_before_sending_drops_it() {
+    for (error, kept) in [
+        (pbx_plugin_sdk::http::HttpError::Timeout, true),
+        (
+            pbx_plugin_sdk::http::HttpError::Connect(format!(
+                "{}connection refused",
+                pbx_plugin_sdk::http::NOT_SENT_PREFIX
+            )),
+            false,
+        ),
+    ] {
+        let h = host();
+        h.set_now_ms(3_000_000);
+        token(&h);
+        h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+        h.push_error(error.clone());
+        let ev = sample_event(EventKind::Ended, Direction::Inbound);
+        let err = handle_event(&h, &sample_context(CONFIG), &ev).expect_err("fails");
+        assert_eq!(err.kind, ErrorKind::Transient, "{error:?}");
+        let marker = h.state_value("task:1001");
+        assert_eq!(
+            marker.as_deref().map(Marker::is_pending),
+            kept.then_some(true),
+            "{error:?}: {marker:?}"
+        );
+    }
 }

@@ -114,13 +114,19 @@ impl SfError {
     /// is surely done, or it misses the record and creates a second one: it waits three
     /// request timeouts.
     pub fn of_create(self, cfg: &crate::SalesforceConfig) -> PluginError {
-        let outcome_unknown = matches!(self, SfError::Transport(_));
+        let outcome_unknown = self.outcome_unknown();
         let pe = PluginError::from(self);
         if !outcome_unknown {
             return pe;
         }
-        let timeout = cfg.timeout_ms.unwrap_or(crate::client::DEFAULT_TIMEOUT_MS);
-        pe.retry_after_ms(timeout.saturating_mul(3))
+        let wait = crate::create_once::settle_window_ms(cfg);
+        pe.retry_after_ms(u32::try_from(wait).unwrap_or(u32::MAX))
+    }
+
+    /// Whether a write that failed this way may still have been carried out by Salesforce
+    /// (no answer came). An answered failure, or a request that never left, did nothing.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, SfError::Transport(e) if e.may_have_reached_the_server())
     }
 
     /// The WIT error kind: retry what may heal (5xx, locks, transport, a session that could
@@ -261,5 +267,13 @@ mod tests {
             refused.retry_after_ms, None,
             "a 5xx answered: nothing was created"
         );
+        let not_sent = SfError::Transport(http::Error::Connect(format!(
+            "{}connection refused",
+            http::NOT_SENT_PREFIX
+        )));
+        assert!(!not_sent.outcome_unknown());
+        assert_eq!(not_sent.of_create(&cfg).retry_after_ms, None);
+        let broken = SfError::Transport(http::Error::Connect("connection reset".into()));
+        assert!(broken.outcome_unknown(), "a reset after sending: unknown");
     }
 }

@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod create_once;
 pub mod error;
 pub mod limits;
 pub mod matching;

@@ -91,6 +91,10 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// How the host begins a `connect` error whose request never left (the connection could not
+/// be made: refused, no route, DNS). Any other `connect` error may have reached the server.
+pub const NOT_SENT_PREFIX: &str = "request not sent: ";
+
 /// Why a request did not give the wanted result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
@@ -108,6 +112,21 @@ pub enum Error {
     Status { status: u16, body: String },
     /// A 2xx response whose body is not the JSON expected.
     Decode { status: u16, message: String },
+}
+
+impl Error {
+    /// Whether the request may have reached the server without its answer reaching the
+    /// plugin (so whatever it asked for may have been done): a timeout, a connection that
+    /// broke after it was made, a response over the limit. A request the host refused, a
+    /// malformed one and one whose connection could not be made never left.
+    pub fn may_have_reached_the_server(&self) -> bool {
+        match self {
+            Error::Denied(_) | Error::InvalidRequest(_) => false,
+            Error::Connect(m) => !m.starts_with(NOT_SENT_PREFIX),
+            Error::Timeout | Error::TooLarge(_) => true,
+            Error::Status { .. } | Error::Decode { .. } => false,
+        }
+    }
 }
 
 impl From<HttpError> for Error {

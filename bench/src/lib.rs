@@ -157,6 +157,15 @@ impl Storage for MemStorage {
     fn pause(&self, t: &str, p: &str, until: i64) -> Result<()> {
         self.rest.pause(t, p, until)
     }
+    fn release_backoff(&self, t: &str, p: &str, now: i64, pace: i64) -> Result<u64> {
+        self.rest.release_backoff(t, p, now, pace)
+    }
+    fn probe_backoff(&self, t: &str, p: &str, now: i64) -> Result<bool> {
+        self.rest.probe_backoff(t, p, now)
+    }
+    fn backed_off(&self, now: i64) -> Result<Vec<(String, String)>> {
+        self.rest.backed_off(now)
+    }
     fn deliveries(&self, t: &str, s: Option<DeliveryStatus>, limit: u32) -> Result<Vec<Delivery>> {
         self.rest.deliveries(t, s, limit)
     }

@@ -19,6 +19,12 @@
 //! - `POST /v1/tenants/{t}/tokens` `{"label": "..."}` → a tenant-scoped token (operator only);
 //!   `DELETE /v1/tenants/{t}/tokens` revokes them all
 //!
+//! Health (no token needed):
+//! - `GET  /healthz`: liveness, "ok" while the process answers
+//! - `GET  /readyz`: readiness ([`Host::readiness`]): 200 `{"ready": true, "checks": {...}}`,
+//!   or 503 with the same shape naming each failing check (`storage`, `plugins`, `queue`) and
+//!   its `reason`
+//!
 //! Authentication ([`crate::auth`]): `Authorization: Bearer <token>`. The operator's token may
 //! do everything; a tenant token only the `/v1/tenants/{its tenant}/...` admin routes.
 
@@ -141,7 +147,9 @@ pub fn router(host: Host) -> Router {
             post(issue_token).delete(revoke_tokens),
         )
         .layer(middleware::from_fn_with_state(host.clone(), authorize))
+        // Added after the auth layer: a load balancer or an orchestrator asks without a token.
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
 }
@@ -216,8 +224,28 @@ async fn post_event(
     body: Result<Json<CallEvent>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(event) = body?;
-    let receipt = host.ingest(event)?;
-    Ok((StatusCode::ACCEPTED, Json(receipt)))
+    Ok((StatusCode::ACCEPTED, Json(host.ingest(event)?)))
+}
+
+/// Readiness ([`Host::readiness`]): 200 when ready, 503 naming each failing check and why.
+async fn readyz(State(host): State<Host>) -> Response {
+    // The storage probe is a (small, at most once a second) blocking database write.
+    match tokio::task::spawn_blocking(move || host.readiness()).await {
+        Ok(report) => {
+            let status = if report.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(e) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("the readiness check did not complete: {e}"),
+        }
+        .into_response(),
+    }
 }
 
 async fn post_ivr(

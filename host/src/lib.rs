@@ -20,3 +20,7 @@ pub use host::{
     TenantPluginView,
 };
 pub use host::{CheckResult, IngestError};
+pub use host::{
+    DATABASE_FILE, DEFAULT_MIN_FREE_DISK_BYTES, DataDirError, FailedPlugin, PluginsCheck,
+    QueueCheck, Readiness, ReadinessChecks, StorageCheck,
+};

@@ -35,6 +35,9 @@ pub struct HostSettings {
     pub max_concurrent_instances: Option<u32>,
     /// How long an event keeps being retried before it is dead-lettered, in seconds.
     pub retry_horizon_seconds: Option<u64>,
+    /// Readiness (`/readyz`) fails when the data directory's filesystem has less free space
+    /// than this, in MiB (default: [`crate::HostOptions::min_free_disk_bytes`], 8 MiB).
+    pub min_free_disk_mib: Option<u64>,
 }
 
 /// One plugin: where its component is, what it may touch, its limits.

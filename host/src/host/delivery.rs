@@ -48,7 +48,14 @@ const MAX_HOST_SIDE_ATTEMPTS: u32 = 3;
 impl Host {
     /// Accept a call event: validate it and queue it durably for every enabled plugin of the
     /// tenant that subscribes to its kind. Returns once it is committed.
+    /// A failed commit marks the host not ready (health.rs), on both doors.
     pub fn ingest(&self, event: CallEvent) -> Result<IngestReceipt, IngestError> {
+        let result = self.queue_event(event);
+        self.note_ingest(&result);
+        result
+    }
+
+    fn queue_event(&self, event: CallEvent) -> Result<IngestReceipt, IngestError> {
         event.validate()?;
         let registry = self.registry();
         if !registry.tenants.contains_key(&event.tenant) {
@@ -142,13 +149,18 @@ pub(super) async fn run(host: Host) {
     let share = per_plugin_share(host.inner.opts.delivery_workers.max(1));
     // When each (tenant, plugin) with batching last had something dispatched.
     let mut last_dispatch: HashMap<(String, String), i64> = HashMap::new();
+    resume_outages(&host);
     loop {
+        host.inner
+            .loop_heartbeat
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         if host.inner.shutdown.is_triggered() {
             return;
         }
         // Forget what finished before this read: the read no longer returns it.
         lock(&host.inner.in_flight).finished.clear();
         let now = now_ms();
+        probe_outages(&host, now);
         let read_at = tokio::time::Instant::now();
         let due = match host.storage().due(now, DUE_READ_ROWS) {
             Ok(d) => d,
@@ -217,6 +229,9 @@ pub(super) async fn run(host: Host) {
             }
         }
         last_dispatch.retain(|_, at| now - *at < 600_000);
+        if let Some(at) = host.inner.outages.next_probe_at() {
+            next_wake = next_wake.min(at - now);
+        }
         let mut started = 0;
         for group in work {
             let Some(key) = group.first().map(|d| (d.tenant.clone(), d.plugin.clone())) else {
@@ -331,6 +346,61 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// After a restart: every tenant's plugin with backed-off deliveries is probed again.
+fn resume_outages(host: &Host) {
+    let now = now_ms();
+    match host.storage().backed_off(now) {
+        Ok(keys) => {
+            for (tenant, plugin) in keys {
+                host.inner
+                    .outages
+                    .failed(&tenant, &plugin, now, &host.inner.opts.recovery);
+            }
+        }
+        Err(e) => tracing::error!("delivery queue unavailable: {e}"),
+    }
+}
+
+/// One backed-off delivery of each failing tenant's plugin whose probe is due becomes due.
+/// A plugin with none left (delivered or dead-lettered meanwhile) is no longer probed.
+fn probe_outages(host: &Host, now: i64) {
+    for (tenant, plugin) in host
+        .inner
+        .outages
+        .probes_due(now, &host.inner.opts.recovery)
+    {
+        match host.storage().probe_backoff(&tenant, &plugin, now) {
+            Ok(true) => {}
+            Ok(false) => {
+                host.inner.outages.succeeded(&tenant, &plugin);
+            }
+            Err(e) => tracing::error!("delivery queue unavailable: {e}"),
+        }
+    }
+}
+
+/// A success of a tenant's plugin that ends an outage: its backed-off deliveries become due
+/// again, paced (recovery.rs).
+fn note_success(host: &Host, tenant: &str, plugin: &str) {
+    if !host.inner.outages.succeeded(tenant, plugin) {
+        return;
+    }
+    let pace = host.inner.opts.recovery.pace_ms();
+    match host
+        .storage()
+        .release_backoff(tenant, plugin, now_ms(), pace)
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                "tenant {tenant}: {plugin} succeeds again: {n} backed-off deliveries resume, {pace} ms apart"
+            );
+            host.inner.wake.notify_one();
+        }
+        Err(e) => tracing::error!("delivery queue unavailable: {e}"),
+    }
+}
+
 /// Exponential backoff with ±25% jitter: 1 s, 2 s, 4 s … capped at 5 minutes.
 fn backoff_ms(attempts: u32) -> i64 {
     let base = 1000i64.saturating_mul(1i64 << attempts.min(9)).min(300_000);
@@ -440,6 +510,8 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
             // One commit for the batch's completed deliveries.
             if let Err(e) = storage.complete_many(&done) {
                 tracing::error!("cannot record {} completed deliveries: {e}", done.len());
+            } else if !done.is_empty() {
+                note_success(host, &tenant_id, &plugin_id);
             }
         }
         // A batch stopped by a limit or a trap: one event may be to blame, or only their sum
@@ -483,6 +555,19 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
     let storage = host.storage();
     let now = now_ms();
     let expired = now - d.created_at >= horizon;
+    match &outcome {
+        Ok(_) => note_success(host, &d.tenant, &d.plugin),
+        Err(InvocationError::Plugin {
+            kind: ErrorKind::Transient,
+            ..
+        })
+        | Err(InvocationError::WallClock { .. }) => {
+            host.inner
+                .outages
+                .failed(&d.tenant, &d.plugin, now, &host.inner.opts.recovery)
+        }
+        Err(_) => {}
+    }
     let result = match outcome {
         Ok(_) => storage.complete(d.id),
         Err(InvocationError::Plugin {

@@ -2,8 +2,11 @@
 //! CLI call. Both ingest doors (this Rust API and the HTTP/JSON API) end here.
 
 mod admin;
+mod data_dir;
 mod delivery;
+mod health;
 mod ivr;
+mod recovery;
 mod registry;
 mod scheduler;
 
@@ -18,11 +21,17 @@ use crate::capabilities::{HttpClient, NetPolicy, SecretStore, Services};
 use crate::config::{self, ConfigError, PluginsFile};
 use crate::runtime::bindings::types;
 use crate::runtime::{EngineOptions, InvocationScope, Runtime};
-use crate::store::{SqliteStorage, Storage};
+use crate::store::Storage;
 
 pub use admin::{AdminError, CheckResult, SecretView, TenantPluginView};
+pub use data_dir::{DATABASE_FILE, DataDirError};
 pub use delivery::IngestError;
 pub use delivery::IngestReceipt;
+pub use health::{
+    DEFAULT_MIN_FREE_DISK_BYTES, FailedPlugin, PluginsCheck, QueueCheck, Readiness,
+    ReadinessChecks, StorageCheck,
+};
+pub use recovery::RecoveryOptions;
 pub use registry::{PluginEntry, PluginStatus, Registry, TenantEntry};
 
 /// How to start a host.
@@ -41,6 +50,11 @@ pub struct HostOptions {
     pub delivery_workers: usize,
     /// How often the scheduler looks for due schedules.
     pub schedule_tick: Duration,
+    /// Readiness fails while the data directory's filesystem has less free space than this
+    /// ([`DEFAULT_MIN_FREE_DISK_BYTES`]; `[host] min_free_disk_mib` in plugins.toml wins).
+    pub min_free_disk_bytes: u64,
+    /// Probing a tenant's failing CRM and releasing its backlog when it answers again.
+    pub recovery: RecoveryOptions,
     /// The operator's API token; `None` leaves the HTTP API open (tests, local tools).
     pub operator_token: Option<String>,
     /// The key secrets are encrypted with at rest. `None`: a key file in the data directory
@@ -59,6 +73,8 @@ impl HostOptions {
             reload_interval: Some(Duration::from_secs(2)),
             delivery_workers: 32,
             schedule_tick: Duration::from_secs(1),
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
+            recovery: RecoveryOptions::default(),
             operator_token: None,
             secret_key: None,
         }
@@ -70,6 +86,9 @@ impl HostOptions {
 pub enum StartError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Config(Vec<ConfigError>),
+    /// The data directory or its database cannot be used.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     #[error("{0}")]
     Other(String),
 }
@@ -96,6 +115,13 @@ pub(crate) struct Inner {
     pub paused: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
     /// Deliveries being invoked now, and those finished since the delivery loop last looked.
     pub in_flight: std::sync::Mutex<delivery::InFlight>,
+    /// Tenants' plugins whose CRM is failing: probed, and released when it answers again.
+    pub outages: recovery::Outages,
+    /// When the delivery loop last started an iteration (ms since the epoch): readiness
+    /// fails when it is older than a minute.
+    pub loop_heartbeat: std::sync::atomic::AtomicI64,
+    /// The readiness check's cached storage probe and failed ingest commits.
+    pub health: health::HealthState,
 }
 
 /// A running host. Cheap to clone.
@@ -149,16 +175,18 @@ impl Host {
         let file = config::load_file(&opts.config_path).map_err(StartError::Config)?;
         let other =
             |what: &str, e: &dyn std::fmt::Display| StartError::Other(format!("{what}: {e}"));
-        std::fs::create_dir_all(&opts.data_dir)
-            .map_err(|e| other(&format!("cannot create {}", opts.data_dir.display()), &e))?;
-        let storage = SqliteStorage::open(&opts.data_dir.join("host.sqlite3"))
-            .map_err(|e| other("storage", &e))?;
+        let storage = data_dir::open_storage(&opts.data_dir)?;
         let key = match &opts.secret_key {
             Some(k) => k.clone(),
             None => data_dir_key(&opts.data_dir).map_err(|e| other("secret key", &e))?,
         };
-        let secrets = SecretStore::open(&opts.data_dir.join("secrets"), &key)
-            .map_err(|e| other("secret store", &e))?;
+        let secrets_dir = opts.data_dir.join("secrets");
+        let secrets = SecretStore::open(&secrets_dir, &key).map_err(|e| {
+            other(
+                &format!("cannot open the secret store {}", secrets_dir.display()),
+                &e,
+            )
+        })?;
         let http = HttpClient::new(NetPolicy {
             allowed_internal: private_networks(&file),
         })
@@ -178,8 +206,16 @@ impl Host {
         if let Some(n) = file.host.max_concurrent_instances {
             engine_opts.max_instances = n;
         }
-        let runtime = Runtime::new(&engine_opts, Some(opts.data_dir.join("compiled")))
-            .map_err(|e| other("engine", &e))?;
+        let compiled_dir = opts.data_dir.join("compiled");
+        let runtime = Runtime::new(&engine_opts, Some(compiled_dir.clone())).map_err(|e| {
+            other(
+                &format!(
+                    "cannot start the plugin engine (compile cache in {})",
+                    compiled_dir.display()
+                ),
+                &e,
+            )
+        })?;
         let base_dir = opts
             .config_path
             .parent()
@@ -205,6 +241,9 @@ impl Host {
             config_stamp: RwLock::new(stamp),
             operator_digest: opts.operator_token.as_deref().map(crate::auth::digest),
             in_flight: Default::default(),
+            outages: Default::default(),
+            loop_heartbeat: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
+            health: Default::default(),
             overrides: Default::default(),
             paused: Default::default(),
             opts,
@@ -412,11 +451,18 @@ fn data_dir_key(data_dir: &Path) -> anyhow::Result<crate::capabilities::SecretKe
         Ok(text) => SecretKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SecretKey::generate();
-            std::fs::write(&path, key.to_hex())?;
+            let cannot_write = |e: std::io::Error| {
+                anyhow::anyhow!(
+                    "cannot write {} ({e}): make the data directory writable, or give --secret-key-file",
+                    path.display()
+                )
+            };
+            std::fs::write(&path, key.to_hex()).map_err(cannot_write)?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(cannot_write)?;
             }
             tracing::warn!(
                 "no secret key given: generated {} (keep the key apart from the data: --secret-key-file)",

@@ -17,12 +17,13 @@ pub use sqlite::SqliteStorage;
 
 use serde::Serialize;
 
-/// Storage failures. The message never contains secret values.
+/// Storage failures. The message never contains secret values, and no "storage:" prefix:
+/// the caller says what it was doing (`storage unavailable: database or disk is full`).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("storage: {0}")]
+    #[error("{0}")]
     Backend(String),
-    #[error("storage: corrupt row: {0}")]
+    #[error("corrupt row: {0}")]
     Corrupt(String),
 }
 
@@ -155,6 +156,15 @@ pub struct Delivery {
 
 /// The host's storage backend.
 pub trait Storage: Send + Sync + 'static {
+    // --- readiness ---
+    /// Commit a small write now (a probe timestamp in a `health` row, in one transaction) to
+    /// prove the backend can still commit: the host's readiness check ([`crate::Host::readiness`],
+    /// `/readyz`) calls it at most about once a second. The default, for a backend that has
+    /// no such probe, reports success.
+    fn health_probe(&self, _now_ms: i64) -> Result<()> {
+        Ok(())
+    }
+
     // --- plugin state, scoped to (tenant, plugin) ---
     fn state_get(
         &self,
@@ -274,6 +284,16 @@ pub trait Storage: Send + Sync + 'static {
     fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
     /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.
     fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()>;
+    /// Outage recovery: the backed-off deliveries of a tenant's plugin (pending, attempted
+    /// before, due after `now_ms`) become due from `now_ms` on, `pace_ms` apart in queue
+    /// order, never later than they were. Returns how many moved.
+    fn release_backoff(&self, tenant: &str, plugin: &str, now_ms: i64, pace_ms: i64)
+    -> Result<u64>;
+    /// Outage probe: the backed-off delivery of a tenant's plugin that is due soonest
+    /// becomes due now. False when it has none.
+    fn probe_backoff(&self, tenant: &str, plugin: &str, now_ms: i64) -> Result<bool>;
+    /// The (tenant, plugin) pairs with a backed-off delivery (probing resumes after a restart).
+    fn backed_off(&self, now_ms: i64) -> Result<Vec<(String, String)>>;
     fn deliveries(
         &self,
         tenant: &str,

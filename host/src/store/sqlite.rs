@@ -78,6 +78,10 @@ CREATE TRIGGER IF NOT EXISTS state_size_delete AFTER DELETE ON state BEGIN
     UPDATE state_size SET bytes = bytes - LENGTH(CAST(old.key AS BLOB)) - LENGTH(CAST(old.value AS BLOB))
     WHERE tenant = old.tenant AND plugin = old.plugin;
 END;
+-- The readiness probe's row: one write transaction proves the file can still commit.
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL
+);
 "#;
 
 /// `PRAGMA user_version` of the schema above. 1: `state_size` exists and is filled.
@@ -262,6 +266,19 @@ const DELETE_STATE: &str = "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND 
 const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error, host_failures";
 
 impl Storage for SqliteStorage {
+    fn health_probe(&self, now_ms: i64) -> Result<()> {
+        let mut conn = self.conn();
+        // IMMEDIATE: take the write lock at BEGIN, as every real write must.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.cached_execute(
+            "INSERT INTO health (id, probed_at) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+            params![now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn state_get(
         &self,
         tenant: &str,
@@ -740,6 +757,54 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
+    fn release_backoff(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        now_ms: i64,
+        pace_ms: i64,
+    ) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids: Vec<i64> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM deliveries WHERE tenant=?1 AND plugin=?2 AND status='pending' \
+                 AND attempts > 0 AND next_at > ?3 ORDER BY id",
+            )?;
+            stmt.query_map(params![tenant, plugin, now_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (k, id) in ids.iter().enumerate() {
+            let at = now_ms.saturating_add(pace_ms.saturating_mul(k as i64));
+            tx.cached_execute(
+                "UPDATE deliveries SET next_at=MIN(next_at, ?2) WHERE id=?1",
+                params![id, at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(ids.len() as u64)
+    }
+
+    fn probe_backoff(&self, tenant: &str, plugin: &str, now_ms: i64) -> Result<bool> {
+        let n = self.conn().cached_execute(
+            "UPDATE deliveries SET next_at=?3 WHERE id = (SELECT id FROM deliveries \
+             WHERE tenant=?1 AND plugin=?2 AND status='pending' AND attempts > 0 AND next_at > ?3 \
+             ORDER BY next_at, id LIMIT 1)",
+            params![tenant, plugin, now_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn backed_off(&self, now_ms: i64) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT tenant, plugin FROM deliveries WHERE status='pending' \
+             AND attempts > 0 AND next_at > ?1",
+        )?;
+        let rows = stmt.query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn deliveries(
         &self,
         tenant: &str,
@@ -895,6 +960,46 @@ mod tests {
         assert_eq!(s.state_get("a", "p", "gone-soon", 0).unwrap(), None);
         let (kept_b, summed_b) = summed_state_bytes(&s, "b", "p");
         assert_eq!((kept_b, summed_b), (14, 14));
+    }
+
+    #[test]
+    fn an_outage_backlog_is_probed_one_at_a_time_then_released_paced() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let ids = s
+            .enqueue(
+                &[
+                    delivery("a", "c1", "e1"),
+                    delivery("a", "c2", "e2"),
+                    delivery("a", "c3", "e3"),
+                    delivery("b", "c4", "e4"),
+                ],
+                0,
+            )
+            .unwrap();
+        // Every one failed and backed off; e3 is due soonest; b's is not attempted yet.
+        s.reschedule(ids[0], 90_000, "down").unwrap();
+        s.reschedule(ids[1], 80_000, "down").unwrap();
+        s.reschedule(ids[2], 70_000, "down").unwrap();
+        assert_eq!(s.backed_off(1_000).unwrap(), [("a".into(), "p".into())]);
+        let due = |now| {
+            s.due(now, 10)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.event_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(due(1_000), ["e4"]);
+        assert!(s.probe_backoff("a", "p", 1_000).unwrap());
+        assert_eq!(due(1_000), ["e4", "e3"], "the probe: the one due soonest");
+        assert!(
+            !s.probe_backoff("b", "p", 1_000).unwrap(),
+            "b has no backoff"
+        );
+        // Released at 50 ms apart, in queue order; e3 (already due) stays due.
+        assert_eq!(s.release_backoff("a", "p", 2_000, 50).unwrap(), 2);
+        assert_eq!(due(2_000), ["e4", "e3", "e1"]);
+        assert_eq!(due(2_050), ["e4", "e3", "e1", "e2"]);
+        assert!(s.backed_off(2_100).unwrap().is_empty());
     }
 
     #[test]

@@ -96,18 +96,16 @@ fn forget_pending_unless_unknown(host: &impl Host, call_id: &str, e: &SfError) {
 
 /// Whether the call's Task may exist without its id in state: waits (a transient error) while
 /// an earlier attempt's create may still be committed by Salesforce.
-fn must_look_up(
-    host: &impl Host,
-    ctx: &Context,
-    call_id: &str,
-    marker: &Marker,
-) -> Result<bool, PluginError> {
+fn must_look_up(host: &impl Host, call_id: &str, marker: &Marker) -> Result<bool, PluginError> {
     match marker {
         Marker::Pending(p) => {
             p.wait(host.now_ms(), &format!("the Task of call {call_id}"))?;
             Ok(true)
         }
-        Marker::Absent => Ok(ctx.attempt > 0),
+        // No marker: no create was sent (the marker is committed before the request leaves,
+        // and one answered with a failure drops it), whatever the attempt; a full state
+        // looks up right before its create instead (see `create_one`).
+        Marker::Absent => Ok(false),
         Marker::Created(_) => Ok(false),
     }
 }
@@ -209,7 +207,7 @@ pub fn handle_event(host: &impl Host, ctx: &Context, event: &CallEvent) -> Resul
     }
     let client = Client::new(host, cfg.salesforce.clone());
     let result = match action {
-        Action::Create(kind) => create_one(&client, &cfg, ctx, event, kind),
+        Action::Create(kind) => create_one(&client, &cfg, event, kind),
         Action::Update => update_task(&client, &cfg, ctx, event),
         Action::Skip(_) => Ok(()),
     };
@@ -246,7 +244,6 @@ fn find_by_call_object(
 fn create_one(
     client: &Client<&impl Host>,
     cfg: &LoggerConfig,
-    ctx: &Context,
     event: &CallEvent,
     kind: CallType,
 ) -> Result<(), PluginError> {
@@ -281,7 +278,7 @@ fn create_one(
         );
         Ok(true)
     };
-    let looked_up = must_look_up(host, ctx, &call.call_id, &marker)?;
+    let looked_up = must_look_up(host, &call.call_id, &marker)?;
     if looked_up && look_up()? {
         return Ok(());
     }
@@ -825,7 +822,7 @@ pub fn handle_events(
             continue;
         }
         // A young marker makes only its own call wait: the rest of the batch goes on.
-        match must_look_up(host, ctx, call_id, &marker) {
+        match must_look_up(host, call_id, &marker) {
             Ok(true) => check.push((i, kind)),
             Ok(false) => todo.push((i, kind)),
             Err(e) => results[i] = Err(e),

@@ -180,8 +180,31 @@ fn internal_calls_and_other_events_are_ignored() {
 }
 
 #[test]
+fn a_retry_without_a_marker_creates_without_a_look_up() {
+    // No marker: no create was ever sent (it is committed before the request leaves), so a
+    // retry spends no look-up (L-8).
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    created(&h, "00T000000000001AAA");
+    let mut ctx = sample_context(CONFIG);
+    ctx.attempt = 3;
+    handle_event(
+        &h,
+        &ctx,
+        &sample_event(EventKind::Ended, Direction::Inbound),
+    )
+    .expect("ok");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 3, "login, search, create");
+    assert!(reqs.iter().all(|r| !r.url.contains("CallObject")));
+}
+
+#[test]
 fn a_retry_finds_the_task_an_earlier_attempt_created() {
     let h = host();
+    // A marker of an older version (no send time): looked up at once.
+    h.state_set("task:1001", "pending:0", None).expect("state");
     token(&h);
     h.push_response(
         200,

@@ -304,6 +304,14 @@ pub struct HostProcess {
 impl HostProcess {
     /// Starts the daemon on a free loopback port and waits until it listens.
     pub async fn start(dir: &Path) -> HostProcess {
+        Self::start_wrapped(dir, &[]).await
+    }
+
+    /// [`HostProcess::start`] through a wrapper command: `wrapper`'s words, then the daemon's
+    /// own command line (binary and arguments), e.g. `["unshare", "-Urm", "sh", "-c", SCRIPT,
+    /// "sh"]` with a script that prepares something and ends in `exec "$@"` (then the child's
+    /// pid is the daemon's). The wrapper's stderr goes to `host.log` too.
+    pub async fn start_wrapped(dir: &Path, wrapper: &[std::ffi::OsString]) -> HostProcess {
         let log_path = dir.join("host.log");
         let offset = std::fs::metadata(&log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
@@ -311,7 +319,14 @@ impl HostProcess {
             .append(true)
             .open(&log_path)
             .expect("host.log");
-        let mut cmd = std::process::Command::new(host_binary());
+        let mut cmd = match wrapper.split_first() {
+            None => std::process::Command::new(host_binary()),
+            Some((program, args)) => {
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(args).arg(host_binary());
+                cmd
+            }
+        };
         cmd.current_dir(dir)
             .arg("--config")
             .arg(dir.join("plugins.toml"))
@@ -333,7 +348,15 @@ impl HostProcess {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);
-        let mut child = cmd.spawn().expect("spawn pbx-host");
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}",
+                wrapper.first().map_or_else(
+                    || host_binary().display().to_string(),
+                    |w| w.to_string_lossy().into_owned()
+                )
+            )
+        });
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let api = loop {
             let text = std::fs::read(&log_path).unwrap_or_default();

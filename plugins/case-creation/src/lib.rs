@@ -100,6 +100,11 @@ pub struct CaseConfig {
     pub actions: Option<BTreeMap<String, Vec<Action>>>,
     #[serde(default)]
     pub create_without_queue: bool,
+    /// An external-id field of Case that holds the call id: Cases are then upserted by it
+    /// (exactly once whatever the timing of a crash) instead of created after a pending
+    /// marker (docs/adr/0005-create-once.md). The org must have the field.
+    #[serde(default)]
+    pub case_external_id_field: Option<String>,
 }
 
 fn default_country() -> String {
@@ -175,6 +180,10 @@ impl CaseConfig {
                 }
             }
         }
+        if let Some(name) = &self.case_external_id_field {
+            pbx_salesforce::create_once::external_id_field("case_external_id_field", name)
+                .map_err(|e| ("case_external_id_field".to_string(), e.message))?;
+        }
         Ok(())
     }
 
@@ -190,7 +199,12 @@ impl CaseConfig {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for f in self.create_fields.keys().chain(self.update_fields.keys()) {
+        for f in self
+            .create_fields
+            .keys()
+            .chain(self.update_fields.keys())
+            .chain(self.case_external_id_field.iter())
+        {
             if !v.iter().any(|x| x.eq_ignore_ascii_case(f)) {
                 v.push(f.clone());
             }
@@ -460,6 +474,9 @@ impl<H: Host> Run<'_, H> {
             self.st.pending_settle_ms = None;
             return self.save();
         }
+        if let Some(field) = self.cfg.case_external_id_field.clone() {
+            return self.upsert_case(&field);
+        }
         let pending = Pending::sent_now(self.host().now_ms(), &self.cfg.salesforce);
         self.st.pending_since = Some(pending.sent_at_ms);
         self.st.pending_settle_ms = Some(pending.settle_ms);
@@ -496,6 +513,35 @@ impl<H: Host> Run<'_, H> {
                     .map(|c| format!(" for Contact {c}"))
                     .unwrap_or_default()
             ),
+        );
+        Ok(())
+    }
+
+    /// K-1 where the org has an external-id field for Cases: upserted by the call id, so a
+    /// repeat after a crash updates the Case the first one created.
+    fn upsert_case(&mut self, field: &str) -> Result<(), PluginError> {
+        let call_id = self.call().call_id.clone();
+        let record = case_record(self.cfg, self.call(), &self.st, false);
+        let upserted = pbx_salesforce::create_once::upsert(
+            &self.client,
+            "Case",
+            field,
+            &call_id,
+            &record,
+            &[],
+        )
+        .map_err(|e| fail(self.host(), "upserting the Case", e))?;
+        let Some(id) = upserted else {
+            return Err(PluginError::config(format!(
+                "case_external_id_field: Salesforce answered the upsert of call {call_id} \
+                 without the Case id (API version before v46.0): set api_version to v46.0 or later"
+            )));
+        };
+        self.st.case_id = Some(id.clone());
+        self.save()?;
+        self.host().log(
+            Level::Info,
+            &format!("call {call_id}: Case {id} upserted by {field}"),
         );
         Ok(())
     }

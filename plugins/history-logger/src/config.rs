@@ -22,6 +22,7 @@
 //!     "call_end": "CallEnd__c", "memo": "CallMemo__c"
 //!   },
 //!   "case_link": false,                            // a Case per call, Tasks linked to it (L-7)
+//!   "task_external_id_field": "PBX_Call_Id__c",    // optional: Tasks upserted by the call id
 //!   "case_status": "New",
 //!   "lock_retries": 3                              // in-plugin UNABLE_TO_LOCK_ROW retries (L-6)
 //! }
@@ -85,6 +86,12 @@ pub struct LoggerConfig {
     /// Create a Case per call and link its Task(s) to it (L-7).
     #[serde(default)]
     pub case_link: bool,
+    /// An external-id field of Task that holds the call id: Tasks are then upserted by it
+    /// (exactly once whatever the timing of a crash) instead of created after a pending
+    /// marker (docs/adr/0005-create-once.md). The org must have the field; a Task created
+    /// with its Case (`case_link`) still uses the marker.
+    #[serde(default)]
+    pub task_external_id_field: Option<String>,
     /// The Status of the Case created by `case_link`; unset: the org's default.
     #[serde(default)]
     pub case_status: Option<String>,

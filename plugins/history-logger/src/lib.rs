@@ -28,7 +28,7 @@ use pbx_plugin_sdk::{
     Call, CallEvent, Context, Direction, EventKind, Host, PluginError, TransferKind, WasmHost,
 };
 use pbx_salesforce::client::CompositeRequest;
-use pbx_salesforce::create_once::{Marker, Pending};
+use pbx_salesforce::create_once::{self, Marker, Pending};
 use pbx_salesforce::matching::{self, Candidate, Match};
 use pbx_salesforce::search::{self, PhoneSearchScope};
 use pbx_salesforce::{Client, RecordKind, SfError};
@@ -110,6 +110,16 @@ fn must_look_up(host: &impl Host, call_id: &str, marker: &Marker) -> Result<bool
     }
 }
 
+/// The Task external-id field when the tenant chose upserts (and the Task goes alone).
+fn upsert_field(cfg: &LoggerConfig) -> Result<Option<&str>, PluginError> {
+    match cfg.task_external_id_field.as_deref() {
+        Some(name) if !cfg.case_link => {
+            create_once::external_id_field("task_external_id_field", name).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 fn case_key(call_id: &str) -> String {
     format!("case:{call_id}")
 }
@@ -124,7 +134,9 @@ fn transcript_key(call_id: &str) -> String {
 
 /// Parses the settings; a bad one is a `config` error naming the field.
 fn settings(ctx: &Context) -> Result<LoggerConfig, PluginError> {
-    Ok(pbx_plugin_sdk::config::parse(ctx)?)
+    let cfg: LoggerConfig = pbx_plugin_sdk::config::parse(ctx)?;
+    upsert_field(&cfg)?;
+    Ok(cfg)
 }
 
 /// Logs and converts a Salesforce error.
@@ -307,6 +319,39 @@ fn create_one(
         transcript_summary: event.transcript.as_ref().and_then(|t| t.summary.as_deref()),
     };
     let mut record = task::build_task(call, kind, cfg, &x, owner.as_deref(), host.now_ms());
+    if let Some(field) = upsert_field(cfg)? {
+        // Idempotent: a repeat updates the Task the first upsert created.
+        let upserted = create_once::upsert(
+            client,
+            "Task",
+            field,
+            &call.call_id,
+            &record,
+            TASK_CREATE_ONLY,
+        )
+        .map_err(|e| fail(host, &call.call_id, "upserting the Task", e))?;
+        let id = match upserted {
+            Some(id) => id,
+            // An update answered 204 (before API v46.0): the id from CallObject.
+            None => find_by_call_object(client, &[&call.call_id])
+                .map_err(|e| fail(host, &call.call_id, "looking for the upserted Task", e))?
+                .remove(&call.call_id)
+                .unwrap_or_default(),
+        };
+        if !id.is_empty() {
+            remember(host, &call.call_id, &id)?;
+        }
+        host.log(
+            Level::Info,
+            &format!(
+                "call {}: Task {id} upserted by {field} ({}); {} Salesforce request(s)",
+                call.call_id,
+                kind.key(),
+                client.request_count()
+            ),
+        );
+        return Ok(());
+    }
     // Without the pending marker (state full) a retry after a crash could not know that the
     // Task may exist: look it up right before every create instead.
     if !mark_pending(host, cfg, &call.call_id)? && !looked_up && look_up()? {
@@ -784,6 +829,10 @@ pub fn handle_events(
         // A Case and its Task go together in one composite request per call.
         return events.iter().map(|e| handle_event(host, ctx, e)).collect();
     }
+    let upsert = match upsert_field(&cfg) {
+        Ok(u) => u,
+        Err(e) => return events.iter().map(|_| Err(e.clone())).collect(),
+    };
     let client = Client::new(host, cfg.salesforce.clone());
     let mut results: Vec<Result<(), PluginError>> = events.iter().map(|_| Ok(())).collect();
     // (index, kind) of the events that create a Task.
@@ -923,6 +972,12 @@ pub fn handle_events(
         let mut record = task::build_task(&ev.call, *kind, &cfg, &x, owner.as_deref(), now);
         if let Some(o) = record.as_object_mut() {
             o.insert("attributes".into(), json!({"type": "Task"}));
+            if let Some(field) = upsert {
+                // Upserted by the call id: a repeat needs no marker.
+                o.insert(field.into(), json!(ev.call.call_id));
+                records.push((*i, record));
+                continue;
+            }
         }
         match mark_pending(host, &cfg, &ev.call.call_id) {
             Ok(true) => records.push((*i, record)),
@@ -963,7 +1018,13 @@ pub fn handle_events(
     }
     for chunk in records.chunks(COLLECTION_SIZE) {
         let body: Vec<Value> = chunk.iter().map(|(_, r)| r.clone()).collect();
-        match client.collections_create(false, &body) {
+        let saved = match upsert {
+            Some(field) => {
+                create_once::collections_upsert(&client, "Task", field, &body, TASK_CREATE_ONLY)
+            }
+            None => client.collections_create(false, &body),
+        };
+        match saved {
             Ok(saved) => {
                 for (n, (i, _)) in chunk.iter().enumerate() {
                     let call_id = &events[*i].call.call_id;
@@ -1021,6 +1082,9 @@ pub fn handle_events(
     client.save_usage();
     results
 }
+
+/// Task fields that can be set on create only: an upsert that updates leaves them out.
+const TASK_CREATE_ONLY: &[&str] = &["TaskSubtype"];
 
 /// The Task fields the logger writes; each must exist and be creatable.
 pub const TASK_FIELDS: &[&str] = &[
@@ -1149,6 +1213,41 @@ pub fn check(host: &impl Host, ctx: &Context) -> Vec<CheckItem> {
                         false,
                         format!(
                             "Task.{name} ({setting}) does not exist or is hidden from the integration user: create it on Activity or grant field-level access"
+                        ),
+                    ),
+                };
+                items.push(item(
+                    &format!("Task.{name}"),
+                    ok,
+                    (!ok).then_some(setting),
+                    message,
+                ));
+            }
+            if let Some(name) = cfg.task_external_id_field.as_deref() {
+                let setting = "task_external_id_field";
+                let (ok, message) = match d.field(name) {
+                    Some(f) if f.external_id && f.createable && f.updateable => (
+                        true,
+                        format!(
+                            "Task.{name} ({setting}) is an External ID: Tasks are upserted by the call id"
+                        ),
+                    ),
+                    Some(f) if !f.external_id => (
+                        false,
+                        format!(
+                            "Task.{name} ({setting}) is not an External ID field: mark it External ID and Unique in Setup"
+                        ),
+                    ),
+                    Some(_) => (
+                        false,
+                        format!(
+                            "Task.{name} ({setting}) is read-only for the integration user: grant edit access"
+                        ),
+                    ),
+                    None => (
+                        false,
+                        format!(
+                            "Task.{name} ({setting}) does not exist or is hidden from the integration user: create it on Activity (Text, External ID, Unique) or grant field-level access"
                         ),
                     ),
                 };

@@ -723,3 +723,125 @@ fn a_create_that_timed_out_keeps_its_marker_one_refused_before_sending_drops_it(
         );
     }
 }
+
+const UPSERT_CONFIG: &str = r#"{
+    "username": "integration@example.com",
+    "client_id": "CONSUMER",
+    "language": "ja",
+    "task_external_id_field": "PBX_Call_Id__c"
+}"#;
+
+#[test]
+fn with_an_external_id_field_a_task_is_upserted_by_the_call_id_without_a_marker() {
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(
+        201,
+        &[],
+        br#"{"id":"00T000000000003AAA","success":true,"errors":[],"created":true}"#,
+    );
+    let ev = sample_event(EventKind::Ended, Direction::Inbound);
+    let mut ctx = sample_context(UPSERT_CONFIG);
+    ctx.attempt = 2;
+    handle_event(&h, &ctx, &ev).expect("upserted");
+    let reqs = h.requests();
+    assert_eq!(
+        reqs.len(),
+        3,
+        "login, search, upsert: no look-up on a retry"
+    );
+    assert_eq!(reqs[2].method, pbx_plugin_sdk::http::Method::Patch);
+    assert_eq!(
+        reqs[2].url,
+        format!("{INSTANCE}/services/data/v59.0/sobjects/Task/PBX_Call_Id__c/1001")
+    );
+    assert_eq!(sent_json(&h, 2)["CallObject"], "1001");
+    assert_eq!(
+        h.state_value("task:1001").as_deref(),
+        Some("00T000000000003AAA")
+    );
+
+    // A bad field name is the tenant's setting at fault, named; nothing is sent.
+    let h = host();
+    let bad = UPSERT_CONFIG.replace("PBX_Call_Id__c", "x/../Account");
+    let err = handle_event(&h, &sample_context(&bad), &ev).expect_err("config");
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("task_external_id_field"), "{err:?}");
+}
+
+#[test]
+fn with_an_external_id_field_a_batch_is_one_collections_upsert() {
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(
+        200,
+        &[],
+        json!([
+            {"id":"00T000000000001AAA","success":true,"errors":[],"created":true},
+            {"id":"00T000000000002AAA","success":true,"errors":[],"created":false}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    let events = vec![ended("c1", "0311110000"), ended("c2", "0322220000")];
+    let results = handle_events(&h, &sample_context(UPSERT_CONFIG), &events);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 3, "login, search, one upsert");
+    assert_eq!(reqs[2].method, pbx_plugin_sdk::http::Method::Patch);
+    assert!(
+        reqs[2]
+            .url
+            .ends_with("/composite/sobjects/Task/PBX_Call_Id__c"),
+        "{}",
+        reqs[2].url
+    );
+    let body = sent_json(&h, 2);
+    let recs = body["records"].as_array().expect("records");
+    assert_eq!(recs[0]["PBX_Call_Id__c"], "c1");
+    assert_eq!(recs[1]["PBX_Call_Id__c"], "c2");
+    assert_eq!(
+        h.state_value("task:c2").as_deref(),
+        Some("00T000000000002AAA")
+    );
+    assert!(
+        h.state_value("task:c1")
+            .is_some_and(|v| !v.starts_with("pending:"))
+    );
+}
+
+#[test]
+fn an_upsert_that_turns_out_an_update_is_sent_again_without_the_create_only_fields() {
+    // A repeat after a crash: the Task exists, so the upsert is an update, and Salesforce
+    // refuses TaskSubtype (create-only). Sent again without it: the same Task, updated.
+    let h = host();
+    token(&h);
+    h.push_response(200, &[], br#"{"searchRecords":[]}"#);
+    h.push_response(
+        400,
+        &[],
+        br#"[{"message":"Unable to create/update fields: TaskSubtype.","errorCode":"INVALID_FIELD_FOR_INSERT_UPDATE","fields":["TaskSubtype"]}]"#,
+    );
+    h.push_response(
+        200,
+        &[],
+        br#"{"id":"00T000000000003AAA","success":true,"errors":[],"created":false}"#,
+    );
+    let ev = sample_event(EventKind::Ended, Direction::Inbound);
+    handle_event(&h, &sample_context(UPSERT_CONFIG), &ev).expect("updated");
+    let reqs = h.requests();
+    assert_eq!(
+        reqs.len(),
+        4,
+        "login, search, upsert, upsert without TaskSubtype"
+    );
+    assert_eq!(sent_json(&h, 2)["TaskSubtype"], "Call");
+    assert!(sent_json(&h, 3).get("TaskSubtype").is_none());
+    assert_eq!(sent_json(&h, 3)["CallObject"], "1001");
+    assert_eq!(
+        h.state_value("task:1001").as_deref(),
+        Some("00T000000000003AAA")
+    );
+}

@@ -51,6 +51,9 @@ pub struct SaveResult {
     pub success: bool,
     #[serde(default)]
     pub errors: Vec<ApiError>,
+    /// Upserts only: whether the record was created (else updated).
+    #[serde(default)]
+    pub created: Option<bool>,
 }
 
 /// A composite subrequest (docs/salesforce-api.md §2e).
@@ -139,6 +142,9 @@ pub struct FieldDescribe {
     pub createable: bool,
     #[serde(default)]
     pub updateable: bool,
+    /// Whether records can be upserted by this field (`externalId` in describe).
+    #[serde(default)]
+    pub external_id: bool,
     #[serde(default)]
     pub picklist_values: Vec<PicklistValue>,
 }
@@ -442,6 +448,35 @@ impl<H: Host> Client<H> {
         }
     }
 
+    /// Upserts a record by an external-id field (docs/salesforce-api.md §2c): creates it, or
+    /// updates the record whose `field` is `value`. Idempotent, so a retry after an unknown
+    /// outcome writes no second record. The id, or `None` when Salesforce answered an update
+    /// with 204 (before API v46.0).
+    pub fn upsert(
+        &self,
+        sobject: &str,
+        field: &str,
+        value: &str,
+        fields: &Value,
+    ) -> Result<Option<String>, SfError> {
+        let path = format!("sobjects/{sobject}/{field}/{}", encode_segment(value));
+        let resp = self.send(Method::Patch, &path, Some(fields))?;
+        if resp.body.is_empty() {
+            return Ok(None);
+        }
+        let r: SaveResult = Self::json(&resp)?;
+        match (r.success, r.id) {
+            (true, id) => Ok(id),
+            (false, _) => Err(match r.errors.into_iter().next() {
+                Some(e) => from_api_error(400, e),
+                None => SfError::Protocol {
+                    status: resp.status,
+                    message: "upsert answered without success".into(),
+                },
+            }),
+        }
+    }
+
     /// Updates fields of a record (204).
     pub fn update(&self, sobject: &str, id: &str, fields: &Value) -> Result<(), SfError> {
         self.send(
@@ -493,6 +528,23 @@ impl<H: Host> Client<H> {
     }
 
     /// sObject Collections create: up to 200 records (each with `attributes.type`).
+    /// sObject Collections upsert by an external-id field (§2f; API v46.0 and later): one
+    /// result per record, in order, with `created`.
+    pub fn collections_upsert(
+        &self,
+        sobject: &str,
+        field: &str,
+        all_or_none: bool,
+        records: &[Value],
+    ) -> Result<Vec<SaveResult>, SfError> {
+        let body = serde_json::json!({ "allOrNone": all_or_none, "records": records });
+        Self::json(&self.send(
+            Method::Patch,
+            &format!("composite/sobjects/{sobject}/{field}"),
+            Some(&body),
+        )?)
+    }
+
     pub fn collections_create(
         &self,
         all_or_none: bool,
@@ -557,4 +609,9 @@ impl<H: Host> Client<H> {
 /// Percent-encodes a query-string value.
 pub(crate) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Percent-encodes one path segment (a space is `%20` there, not `+`; `/` is encoded).
+pub(crate) fn encode_segment(s: &str) -> String {
+    encode(s).replace('+', "%20")
 }

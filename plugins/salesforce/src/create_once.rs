@@ -13,16 +13,22 @@
 //!    Task, by the caller and the call id for a Case) and adopts what it finds; only when
 //!    nothing is there does it create.
 //!
+//! Where the org has an external-id field for it, a plugin may instead upsert by that field
+//! holding the call id ([`external_id_field`] checks the tenant's setting): a repeated upsert
+//! updates the record the first one created, whatever the timing, at the price of the field.
+//!
 //! The window is [`SETTLE_TIMEOUTS`] request timeouts, measured from when the create was sent.
 //! Its trade-off (docs/adr/0005-create-once.md): a crash delays that call's record by up to
 //! the window; a Salesforce that commits a create later than the window would still get a
 //! second record. A create that was answered (an error with a response) created nothing: the
 //! caller drops the marker ([`Marker::Absent`]) so its retry needs neither wait nor look-up.
 
-use pbx_plugin_sdk::PluginError;
+use pbx_plugin_sdk::{Host, PluginError};
+use serde_json::Value;
 
-use crate::SalesforceConfig;
-use crate::client::DEFAULT_TIMEOUT_MS;
+use crate::client::{DEFAULT_TIMEOUT_MS, SaveResult};
+use crate::error::ApiError;
+use crate::{Client, SalesforceConfig, SfError};
 
 /// How many request timeouts after a create was sent Salesforce may still commit it.
 pub const SETTLE_TIMEOUTS: i64 = 3;
@@ -133,6 +139,99 @@ impl Marker {
     }
 }
 
+/// The tenant's external-id field setting `setting`, checked: an API name only (it becomes a
+/// segment of the request path), else a `config` error naming the setting.
+pub fn external_id_field<'a>(setting: &str, name: &'a str) -> Result<&'a str, PluginError> {
+    let api_name = name.len() <= 80
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if api_name {
+        Ok(name)
+    } else {
+        Err(PluginError::config(format!(
+            "{setting}: '{name}' is not a field API name (letters, digits and underscores, \
+             starting with a letter, e.g. PBX_Call_Id__c)"
+        )))
+    }
+}
+
+/// Whether Salesforce refused an upsert that updated because the body set fields that can
+/// only be set on create (`INVALID_FIELD_FOR_INSERT_UPDATE` naming only `create_only` fields).
+fn refused_create_only(code: &str, fields: &[String], create_only: &[&str]) -> bool {
+    code == "INVALID_FIELD_FOR_INSERT_UPDATE"
+        && !fields.is_empty()
+        && fields.iter().all(|f| create_only.contains(&f.as_str()))
+}
+
+fn without(record: &Value, create_only: &[&str]) -> Value {
+    let mut r = record.clone();
+    if let Some(o) = r.as_object_mut() {
+        for f in create_only {
+            o.remove(*f);
+        }
+    }
+    r
+}
+
+/// Upserts one record by `field` = `value`. A record with create-only fields (a Task's
+/// `TaskSubtype`) can be created with them but not updated: when the upsert turns out to be an
+/// update (a repeat after a crash) and Salesforce refuses those fields, it is sent again
+/// without them. The id, or `None` when Salesforce answered an update with 204.
+pub fn upsert<H: Host>(
+    client: &Client<H>,
+    sobject: &str,
+    field: &str,
+    value: &str,
+    record: &Value,
+    create_only: &[&str],
+) -> Result<Option<String>, SfError> {
+    match client.upsert(sobject, field, value, record) {
+        Err(SfError::Validation { code, fields, .. })
+            if refused_create_only(&code, &fields, create_only) =>
+        {
+            client.upsert(sobject, field, value, &without(record, create_only))
+        }
+        other => other,
+    }
+}
+
+/// [`upsert`] for a collection: one sObject Collections upsert, and a second one for the
+/// records that turned out to be updates refused for their create-only fields. One result
+/// per record, in order.
+pub fn collections_upsert<H: Host>(
+    client: &Client<H>,
+    sobject: &str,
+    field: &str,
+    records: &[Value],
+    create_only: &[&str],
+) -> Result<Vec<SaveResult>, SfError> {
+    let mut results = client.collections_upsert(sobject, field, false, records)?;
+    let again: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            !r.success
+                && r.errors.first().is_some_and(|e: &ApiError| {
+                    refused_create_only(&e.code, &e.fields, create_only)
+                })
+        })
+        .map(|(i, _)| i)
+        .filter(|i| *i < records.len())
+        .collect();
+    if again.is_empty() {
+        return Ok(results);
+    }
+    let retry: Vec<Value> = again
+        .iter()
+        .map(|i| without(&records[*i], create_only))
+        .collect();
+    let second = client.collections_upsert(sobject, field, false, &retry)?;
+    for (i, r) in again.into_iter().zip(second) {
+        results[i] = r;
+    }
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +268,19 @@ mod tests {
         );
         assert_eq!(Marker::parse(None), Marker::Absent);
         assert_eq!(settle_window_ms(&cfg(None)), 30_000);
+    }
+
+    #[test]
+    fn an_external_id_field_must_be_an_api_name() {
+        assert_eq!(
+            external_id_field("task_external_id_field", "PBX_Call_Id__c").ok(),
+            Some("PBX_Call_Id__c")
+        );
+        for bad in ["", "x/../../Account", "Call Id", "1abc", "a?b"] {
+            let e = external_id_field("task_external_id_field", bad).unwrap_err();
+            assert_eq!(e.kind, pbx_plugin_sdk::ErrorKind::Config, "{bad}");
+            assert!(e.message.contains("task_external_id_field"), "{bad}");
+        }
     }
 
     #[test]

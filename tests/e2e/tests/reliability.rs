@@ -2043,3 +2043,170 @@ async fn after_a_two_minute_outage_every_queued_task_is_created_within_30_s_of_r
         after_b.len()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. The same crash with the tenants that chose upserts by an external-id field (docs/adr/
+//     0005): no marker, no wait; the restarted host upserts again while the killed host's
+//     upsert is still running in Salesforce, and each call still has one record.
+
+const EXTERNAL_ID: &str = "PBX_Call_Id__c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_an_external_id_field_a_sigkill_mid_upsert_still_writes_each_record_once() {
+    let t0 = Instant::now();
+    let sf = standin().await;
+    let (org_s, org_b, org_c) = (
+        sf.add_org(OrgSpec::default()),
+        sf.add_org(OrgSpec::default()),
+        sf.add_org(OrgSpec::default()),
+    );
+    for (org, sobject, path) in [
+        (&org_s, "Task", "/sobjects/Task/"),
+        (&org_b, "Task", "/composite/sobjects/Task/"),
+        (&org_c, "Case", "/sobjects/Case/"),
+    ] {
+        org.add_custom_field_with(
+            sobject,
+            sf_standin::CustomField::new(EXTERNAL_ID, sf_standin::CustomFieldType::String)
+                .external_id(),
+        )
+        .expect("external-id field");
+        org.inject(
+            Fault::new(FaultKind::Latency(SLOW_CREATE))
+                .method("PATCH")
+                .path_contains(path)
+                .times(u32::MAX),
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upsert = format!(", task_external_id_field = \"{EXTERNAL_ID}\"");
+    let mut single = TenantSetup::new("single", &sf, &org_s);
+    single.plugin_lines = "batch_window_ms = 0".into();
+    single.config_extra = upsert.clone();
+    let mut batched = TenantSetup::new("batched", &sf, &org_b);
+    batched.config_extra = upsert;
+    write_setup(dir.path(), Some(BATCH), &[single, batched]);
+    let spec_c = org_c.spec();
+    let mut toml = std::fs::read_to_string(dir.path().join("plugins.toml")).expect("toml");
+    toml.push_str(
+        &case_creation_toml("cases", &sf.base_url(), &spec_c).replace(
+            SLOW_CREATE_TIMEOUT,
+            &format!(", case_external_id_field = \"{EXTERNAL_ID}\""),
+        ),
+    );
+    std::fs::write(dir.path().join("plugins.toml"), toml).expect("toml");
+    let mut secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).expect("secrets");
+    secrets.push_str(&format!(
+        "[cases.case-creation]\n\"salesforce.password\" = \"{}\"\n\"salesforce.security_token\" = \"{}\"\n\"salesforce.client_secret\" = \"{}\"\n",
+        spec_c.password, spec_c.security_token, spec_c.client_secret
+    ));
+    std::fs::write(dir.path().join("secrets.toml"), secrets).expect("secrets");
+
+    let mut host = HostProcess::start(dir.path()).await;
+    let (mut calls_s, mut calls_b, mut calls_c) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    for round in 0..KILL_ROUNDS {
+        for i in 0..3 {
+            let id = format!("r{round}-s{i}");
+            post_ok(
+                &host,
+                &ended_call(
+                    "single",
+                    &id,
+                    "inbound",
+                    "0312345678",
+                    "0501111222",
+                    "answered",
+                    30,
+                ),
+            )
+            .await;
+            calls_s.insert(id);
+        }
+        for i in 0..10 {
+            let id = format!("r{round}-b{i}");
+            post_ok(
+                &host,
+                &ended_call(
+                    "batched",
+                    &id,
+                    "inbound",
+                    "0312345678",
+                    "0501111222",
+                    "answered",
+                    30,
+                ),
+            )
+            .await;
+            calls_b.insert(id);
+        }
+        for i in 0..2 {
+            let id = format!("r{round}-q{i}");
+            let caller = format!("0366{round:02}{i:04}");
+            post_ok(&host, &queue_entered("cases", &id, &caller)).await;
+            calls_c.push((id, caller));
+        }
+        // The upserts leave within a second or so (login, search); Salesforce holds each for
+        // SLOW_CREATE. Kill while they are held, restart at once.
+        tokio::time::sleep(SLOW_CREATE / 2).await;
+        host.kill();
+        host = HostProcess::start(dir.path()).await;
+    }
+    wait_drained(
+        &host,
+        &["single", "batched", "cases"],
+        Duration::from_secs(120),
+    )
+    .await;
+    // Salesforce finishes the killed hosts' upserts too: wait until nothing is held.
+    tokio::time::sleep(SLOW_CREATE + Duration::from_millis(500)).await;
+
+    let mut problems = exactly_once_problems("single", &org_s, &calls_s);
+    problems.extend(exactly_once_problems("batched", &org_b, &calls_b));
+    let cases = org_c.records("Case");
+    for (call, caller) in &calls_c {
+        let n = cases
+            .iter()
+            .filter(|c| c["SuppliedPhone"].as_str() == Some(caller.as_str()))
+            .count();
+        if n != 1 {
+            problems.push(format!("cases: queue call {call} has {n} Cases"));
+        }
+    }
+    for t in tasks_by_call(&org_s)
+        .values()
+        .chain(tasks_by_call(&org_b).values())
+    {
+        if t[0][EXTERNAL_ID] != t[0]["CallObject"] {
+            problems.push(format!(
+                "Task without its call id in {EXTERNAL_ID}: {}",
+                t[0]
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The kills caught upserts in flight: some calls were upserted more than once.
+    let upserts = |org: &Org, path: &str| {
+        org.request_log()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains(path))
+            .count()
+    };
+    let (u_s, u_b, u_c) = (
+        upserts(&org_s, "/sobjects/Task/"),
+        upserts(&org_b, "/composite/sobjects/Task/"),
+        upserts(&org_c, "/sobjects/Case/"),
+    );
+    assert!(
+        u_s > calls_s.len() || u_c > calls_c.len() || u_b > KILL_ROUNDS,
+        "no upsert was repeated after a kill ({u_s} single, {u_b} batched, {u_c} Case \
+         upserts): the kills missed them"
+    );
+    println!(
+        "crash-mid-upsert test: {} Tasks (single, {u_s} upserts), {} (batched, {u_b} collection \
+         upserts), {} Cases ({u_c} upserts), each once after {KILL_ROUNDS} SIGKILLs; total {:?}",
+        calls_s.len(),
+        calls_b.len(),
+        calls_c.len(),
+        t0.elapsed()
+    );
+}

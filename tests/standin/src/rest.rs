@@ -320,6 +320,12 @@ fn route(
             allow(m, &["GET", "POST"])?;
             composite::retrieve(data, ctx, req, ty)
         }
+        // Upsert by external id exists from v46.0; before, the resource does not exist and
+        // answers like any unknown one (404 NOT_FOUND below).
+        ["composite", "sobjects", ty, field] if ctx.version_number() >= 46.0 => {
+            allow(m, &["PATCH"])?;
+            composite::upsert(org, data, ctx, req, ty, field)
+        }
         ["composite", what @ ("graph" | "tree" | "batch"), ..] => {
             Err(ApiError::standin_unsupported(&format!("composite/{what}")))
         }

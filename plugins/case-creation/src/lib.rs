@@ -523,7 +523,7 @@ impl<H: Host> Run<'_, H> {
         let call_id = self.call().call_id.clone();
         let record = case_record(self.cfg, self.call(), &self.st, false);
         let upserted = pbx_salesforce::create_once::upsert(
-            &self.client,
+            self.client,
             "Case",
             field,
             &call_id,

@@ -94,12 +94,36 @@ impl Storage for MemStorage {
     fn contacts_count(&self, t: &str) -> Result<u64> {
         self.rest.contacts_count(t)
     }
+    fn contacts_upsert_checked(
+        &self,
+        t: &str,
+        rows: &[ContactRow],
+        writer: pbx_host::store::ContactWriter<'_>,
+        max: u64,
+    ) -> Result<std::result::Result<u32, pbx_host::store::ContactRefusal>> {
+        self.rest.contacts_upsert_checked(t, rows, writer, max)
+    }
+    fn contacts_delete_checked(
+        &self,
+        t: &str,
+        id: &str,
+        writer: pbx_host::store::ContactWriter<'_>,
+    ) -> Result<std::result::Result<bool, pbx_host::store::ContactRefusal>> {
+        self.rest.contacts_delete_checked(t, id, writer)
+    }
     fn log_append(&self, entries: &[LogEntry]) -> Result<()> {
         *self.log_lines.lock().unwrap_or_else(|p| p.into_inner()) += entries.len() as u64;
         Ok(())
     }
     fn log_read(&self, t: &str, limit: u32) -> Result<Vec<LogEntry>> {
         self.rest.log_read(t, limit)
+    }
+    fn prune(
+        &self,
+        now_ms: i64,
+        retention: &pbx_host::store::Retention,
+    ) -> Result<pbx_host::store::Pruned> {
+        self.rest.prune(now_ms, retention)
     }
     fn usage_add(&self, t: &str, p: &str, day: &str, counters: &[(&str, i64)]) -> Result<()> {
         let mut m = self.usage.lock().unwrap_or_else(|p| p.into_inner());

@@ -21,12 +21,17 @@
 //!
 //! Health (no token needed):
 //! - `GET  /healthz`: liveness, "ok" while the process answers
+//! - `GET  /metrics`: Prometheus metrics, host-wide (no token).
 //! - `GET  /readyz`: readiness ([`Host::readiness`]): 200 `{"ready": true, "checks": {...}}`,
 //!   or 503 with the same shape naming each failing check (`storage`, `plugins`, `queue`) and
 //!   its `reason`
 //!
 //! Authentication ([`crate::auth`]): `Authorization: Bearer <token>`. The operator's token may
-//! do everything; a tenant token only the `/v1/tenants/{its tenant}/...` admin routes.
+//! do everything; a tenant token only the `/v1/tenants/{its tenant}/...` admin routes, and of
+//! `/v1/tenants/{t}/plugins/{p}/...` only those of plugins the operator offered to the tenant
+//! (`[tenants.X] offered`, or configured for it); its plugin list shows only those.
+//!
+//! The socket the API serves on is refused to plugins ([`Host::protect_listen_socket`]).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -150,6 +155,7 @@ pub fn router(host: Host) -> Router {
         // Added after the auth layer: a load balancer or an orchestrator asks without a token.
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
 }
@@ -188,7 +194,30 @@ async fn authorize(State(host): State<Host>, req: Request, next: Next) -> Respon
         }
         .into_response();
     }
+    // A tenant admin touches only the plugins the operator offered to its tenant.
+    if let (crate::auth::Principal::Tenant(tenant), Some(plugin)) = (&principal, plugin_route(path))
+        && !host.is_offered(tenant, plugin)
+    {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "not-offered",
+            message: format!(
+                "plugin '{plugin}' is not offered to tenant '{tenant}' (the operator offers plugins in plugins.toml: [tenants.{tenant}] offered)"
+            ),
+        }
+        .into_response();
+    }
+    let mut req = req;
+    req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// The plugin of a `/v1/tenants/{t}/plugins/{p}/...` path.
+fn plugin_route(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/tenants/")?;
+    let (_, rest) = rest.split_once('/')?;
+    let plugin = rest.strip_prefix("plugins/")?.split('/').next()?;
+    (!plugin.is_empty()).then_some(plugin)
 }
 
 #[derive(Deserialize)]
@@ -225,6 +254,26 @@ async fn post_event(
 ) -> ApiResult<impl IntoResponse> {
     let Json(event) = body?;
     Ok((StatusCode::ACCEPTED, Json(host.ingest(event)?)))
+}
+
+/// Prometheus metrics ([`Host::metrics_text`]); host-wide figures only, no tenant's data.
+async fn metrics(State(host): State<Host>) -> Response {
+    match tokio::task::spawn_blocking(move || host.metrics_text()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("the metrics could not be gathered: {e}"),
+        }
+        .into_response(),
+    }
 }
 
 /// Readiness ([`Host::readiness`]): 200 when ready, 503 naming each failing check and why.
@@ -283,8 +332,17 @@ async fn reload(State(host): State<Host>) -> ApiResult<impl IntoResponse> {
 async fn tenant_plugins(
     State(host): State<Host>,
     Path(tenant): Path<String>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(host.tenant_plugins(&tenant)?))
+    let mut views = host.tenant_plugins(&tenant)?;
+    // A tenant admin sees the plugins offered to it, not the operator's whole catalogue.
+    if matches!(
+        principal.as_deref(),
+        Some(crate::auth::Principal::Tenant(_))
+    ) {
+        views.retain(|v| v.offered);
+    }
+    Ok(Json(views))
 }
 
 #[derive(Deserialize)]
@@ -405,6 +463,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Before the first request is answered: no plugin may reach the API.
+    host.protect_listen_socket(listener.local_addr()?);
     axum::serve(listener, router(host))
         .with_graceful_shutdown(shutdown)
         .await

@@ -47,7 +47,8 @@ enum Command {
         /// A file holding the operator's API token (or set PBX_HOST_OPERATOR_TOKEN).
         #[arg(long)]
         operator_token_file: Option<PathBuf>,
-        /// Serve the API without any authentication (local development only).
+        /// Serve the API without any authentication (local development only): only on a
+        /// loopback address, and with a warning at start.
         #[arg(long)]
         no_auth: bool,
     },
@@ -68,6 +69,27 @@ enum Command {
         #[arg(long, default_value = "60")]
         wait_seconds: u64,
     },
+}
+
+/// `--no-auth` serves an API anyone who can connect may drive: only on loopback. Every
+/// address `listen` names must be a loopback one.
+async fn require_loopback(listen: &str) -> anyhow::Result<()> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve --listen {listen}"))?
+        .collect();
+    if addrs.is_empty() {
+        anyhow::bail!("--listen {listen} names no address");
+    }
+    if let Some(bad) = addrs.iter().find(|a| !a.ip().to_canonical().is_loopback()) {
+        anyhow::bail!(
+            "--no-auth serves the API without authentication, so it listens only on loopback: \
+             --listen {listen} is {} (use 127.0.0.1:PORT or [::1]:PORT, or give an operator token \
+             with --operator-token-file to listen elsewhere)",
+            bad.ip()
+        );
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM (what a service manager sends).
@@ -149,11 +171,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "no operator token: give --operator-token-file or PBX_HOST_OPERATOR_TOKEN, or --no-auth for local development"
                 );
             }
-            let host = Host::start(opts).await?;
+            let open_api = opts.operator_token.is_none();
+            if open_api {
+                require_loopback(listen).await?;
+            }
+            // Bound before the host starts, so that its plugins never see a moment in which
+            // the API's socket is not refused to them.
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            eprintln!("pbx-host listening on http://{}", listener.local_addr()?);
+            let local = listener.local_addr()?;
+            opts.listen_sockets.push(local);
+            let host = Host::start(opts).await?;
+            if open_api {
+                let warning = format!(
+                    "WARNING: --no-auth: the API on http://{local} accepts every request without a token; \
+                     any process or user on this machine can act as the operator (mint tenant tokens, \
+                     change every tenant's settings and secrets, read every log). Local development only."
+                );
+                eprintln!("{warning}");
+                tracing::warn!("{warning}");
+            }
+            eprintln!("pbx-host listening on http://{local}");
             let h = host.clone();
             pbx_host::api::serve(host, listener, async move {
                 wait_for_stop_signal().await;

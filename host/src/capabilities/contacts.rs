@@ -5,16 +5,19 @@
 //! either way), so that a plugin cannot even learn whether another tenant has an entry.
 //! Numbers are normalised to E.164 with the tenant's default country when stored and when
 //! looked up, so every written form of a number finds the same entries (SPEC L-2).
+//!
+//! An entry belongs to the plugin that wrote it first: another plugin may read it but not
+//! replace or delete it (`denied`) unless the operator grants it `contacts = "read-write-all"`.
+//! What the phone book holds is capped (`[host]`: entries per tenant, bytes per field, phones
+//! per entry); over a cap the write answers `too-large` with the cap and stores nothing.
 
 use crate::config::ContactsGrant;
 use crate::runtime::Invocation;
 use crate::runtime::bindings::contacts::{Contact, ContactsError, Host, Phone};
-use crate::store::{ContactRow, PhoneRow};
+use crate::store::{ContactRefusal, ContactRow, ContactWriter, PhoneRow};
 
 /// Entries per `upsert` call.
 pub const MAX_BATCH: usize = 2_000;
-const MAX_ID_BYTES: usize = 255;
-const MAX_FIELD_BYTES: usize = 1_024;
 
 impl Invocation {
     fn contacts_allowed(&mut self, write: bool) -> Result<(), ContactsError> {
@@ -22,7 +25,7 @@ impl Invocation {
         let ok = match grant {
             ContactsGrant::None => false,
             ContactsGrant::Read => !write,
-            ContactsGrant::ReadWrite => true,
+            ContactsGrant::ReadWrite | ContactsGrant::ReadWriteAll => true,
         };
         if ok {
             return Ok(());
@@ -36,28 +39,95 @@ impl Invocation {
         Err(ContactsError::Denied(why))
     }
 
-    fn to_row(&self, c: Contact) -> Result<ContactRow, ContactsError> {
-        if c.external_id.is_empty() || c.external_id.len() > MAX_ID_BYTES {
-            return Err(ContactsError::Invalid(format!(
-                "external-id must be 1 to {MAX_ID_BYTES} bytes"
-            )));
+    /// Whose entries this plugin may replace or delete: its own, unless the operator granted
+    /// `contacts = "read-write-all"`.
+    fn contact_writer(&self) -> ContactWriter<'_> {
+        match self.scope.grants.contacts {
+            ContactsGrant::ReadWriteAll => ContactWriter::Any,
+            _ => ContactWriter::Owner(&self.scope.plugin_id),
+        }
+    }
+
+    /// A write the storage refused: `denied` for another plugin's entry, `too-large` for a
+    /// full phone book; either way a line in the tenant's log.
+    fn contacts_refused(&mut self, refusal: ContactRefusal) -> ContactsError {
+        match refusal {
+            ContactRefusal::NotOwner { external_id } => {
+                let why = format!(
+                    "entry '{external_id}' was written by another plugin; plugin '{}' may \
+                     replace or delete only its own entries (contacts = \"read-write-all\" in \
+                     plugins.toml allows any)",
+                    self.scope.plugin_id
+                );
+                self.record_denial("contacts", &why);
+                ContactsError::Denied(why)
+            }
+            ContactRefusal::Full { limit } => {
+                self.log_line(
+                    "warn",
+                    format!(
+                        "contacts: the phone book is full: at most {limit} entries per tenant \
+                         ([host] contacts_per_tenant)"
+                    ),
+                );
+                ContactsError::TooLarge(limit)
+            }
+        }
+    }
+
+    /// A field over its cap: `invalid` naming the field and its cap (as the WIT says of
+    /// `invalid`; `too-large` is for a full phone book or batch, on which an importer stops,
+    /// while it skips an invalid entry), and a line in the tenant's log.
+    fn contact_too_large(&mut self, external_id: &str, field: &str, limit: usize) -> ContactsError {
+        let mut id = external_id.to_string();
+        crate::capabilities::log::truncate(&mut id, 64);
+        let why = format!("entry '{id}': {field} is over the limit of {limit}");
+        self.log_line("warn", format!("contacts: {why}"));
+        ContactsError::Invalid(why)
+    }
+
+    fn checked_row(&mut self, c: Contact) -> Result<ContactRow, ContactsError> {
+        let caps = self.scope.limits.contacts;
+        if c.external_id.is_empty() {
+            return Err(ContactsError::Invalid("external-id is empty".into()));
         }
         if c.name.trim().is_empty() {
+            let mut id = c.external_id.clone();
+            crate::capabilities::log::truncate(&mut id, 64);
             return Err(ContactsError::Invalid(format!(
-                "name is empty (external-id {})",
-                c.external_id
+                "name is empty (external-id {id})"
             )));
         }
-        for (field, v) in [
-            ("name", Some(&c.name)),
-            ("company", c.company.as_ref()),
-            ("email", c.email.as_ref()),
-        ] {
-            if v.is_some_and(|v| v.len() > MAX_FIELD_BYTES) {
-                return Err(ContactsError::Invalid(format!(
-                    "{field} is over {MAX_FIELD_BYTES} bytes"
-                )));
+        let too_long = [
+            ("external-id", Some(&c.external_id), caps.field_bytes),
+            ("record-type", Some(&c.record_type), caps.field_bytes),
+            ("account-id", c.account_id.as_ref(), caps.field_bytes),
+            ("name", Some(&c.name), caps.text_bytes),
+            ("company", c.company.as_ref(), caps.text_bytes),
+            ("email", c.email.as_ref(), caps.text_bytes),
+        ]
+        .into_iter()
+        .find(|(_, v, max)| v.is_some_and(|v| v.len() > *max));
+        if let Some((field, _, max)) = too_long {
+            return Err(self.contact_too_large(&c.external_id, field, max));
+        }
+        if c.phones.len() > caps.phones_per_entry {
+            return Err(self.contact_too_large(
+                &c.external_id,
+                "the number of phones",
+                caps.phones_per_entry,
+            ));
+        }
+        if let Some(field) = c.phones.iter().find_map(|p| {
+            if p.label.len() > caps.field_bytes {
+                Some("a phone label")
+            } else if p.number.len() > caps.field_bytes {
+                Some("a phone number")
+            } else {
+                None
             }
+        }) {
+            return Err(self.contact_too_large(&c.external_id, field, caps.field_bytes));
         }
         let country = &self.scope.default_country;
         let phones = c
@@ -117,16 +187,24 @@ impl Host for Invocation {
         }
         let mut rows = Vec::with_capacity(entries.len());
         for c in entries {
-            match self.to_row(c) {
+            match self.checked_row(c) {
                 Ok(r) => rows.push(r),
                 Err(e) => return Ok(Err(e)),
             }
         }
         let s = &self.scope;
-        Ok(s.services
-            .storage
-            .contacts_upsert(&s.tenant_id, &rows)
-            .map_err(unavailable))
+        // One transaction: every entry is written or none (a refusal writes nothing).
+        let written = s.services.storage.contacts_upsert_checked(
+            &s.tenant_id,
+            &rows,
+            self.contact_writer(),
+            s.limits.contacts.per_tenant,
+        );
+        Ok(match written {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(refusal)) => Err(self.contacts_refused(refusal)),
+            Err(e) => Err(unavailable(e)),
+        })
     }
 
     fn delete(&mut self, external_id: String) -> wasmtime::Result<Result<(), ContactsError>> {
@@ -134,15 +212,17 @@ impl Host for Invocation {
             return Ok(Err(e));
         }
         let s = &self.scope;
-        match s
-            .services
-            .storage
-            .contacts_delete(&s.tenant_id, &external_id)
-        {
-            Ok(true) => Ok(Ok(())),
-            Ok(false) => Ok(Err(ContactsError::NotFound(format!(
+        let deleted = s.services.storage.contacts_delete_checked(
+            &s.tenant_id,
+            &external_id,
+            self.contact_writer(),
+        );
+        match deleted {
+            Ok(Ok(true)) => Ok(Ok(())),
+            Ok(Ok(false)) => Ok(Err(ContactsError::NotFound(format!(
                 "no entry '{external_id}' in this tenant's phone book"
             )))),
+            Ok(Err(refusal)) => Ok(Err(self.contacts_refused(refusal))),
             Err(e) => Ok(Err(unavailable(e))),
         }
     }

@@ -13,7 +13,10 @@
 //!
 //! The address check runs again inside the client's resolver, on the addresses it actually
 //! connects to, so a name that resolves differently the second time gains nothing. No proxy is
-//! ever taken from the environment.
+//! ever taken from the environment. Both checks judge the address *and port*: the host's own
+//! listen sockets (its API) are refused whatever the operator opened, and the operator may open
+//! one internal endpoint (`[host] allow_private_endpoints`) rather than a whole network (see
+//! [`Egress`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -417,6 +420,9 @@ pub enum Refusal {
     /// One of this machine's own interface addresses: never allowed (except loopback the
     /// operator opened).
     OwnAddress,
+    /// One of this host's own listen sockets (its API, or another listener registered with
+    /// [`HttpClient::protect_listen_socket`]): never allowed, whatever the operator opened.
+    ListenSocket(SocketAddr),
 }
 
 impl Refusal {
@@ -432,6 +438,9 @@ impl Refusal {
             Refusal::OwnAddress => {
                 format!("{host} is one of this host's own addresses ({ip}), which is never allowed")
             }
+            Refusal::ListenSocket(addr) => format!(
+                "{host} ({addr}) is one of this host's own listen sockets (its API), which a plugin may never reach"
+            ),
         }
     }
 
@@ -440,6 +449,7 @@ impl Refusal {
         match self {
             Refusal::Internal(k) | Refusal::Special(k) => k,
             Refusal::OwnAddress => "this host's own",
+            Refusal::ListenSocket(_) => "this host's own listen socket",
         }
     }
 }
@@ -472,6 +482,101 @@ impl NetPolicy {
         }
         None
     }
+}
+
+/// The address policy of one host, judged on address *and port*: the operator's
+/// [`NetPolicy`], the single internal endpoints the operator opened
+/// (`[host] allow_private_endpoints`, e.g. the demo's stand-in on 127.0.0.1:18089, instead of
+/// all of 127.0.0.0/8), and the host's own listen sockets, which no plugin may reach whatever
+/// the operator opened (with an allowed loopback network and a tenant's `{config.login_url}`
+/// pointing at the admin API, a plugin could otherwise drive that API).
+#[derive(Debug, Default)]
+pub struct Egress {
+    policy: NetPolicy,
+    endpoints: Vec<SocketAddr>,
+    listeners: std::sync::RwLock<Vec<SocketAddr>>,
+}
+
+impl Egress {
+    pub fn new(policy: NetPolicy, endpoints: Vec<SocketAddr>) -> Self {
+        Egress {
+            policy,
+            endpoints,
+            listeners: Default::default(),
+        }
+    }
+
+    /// Refuse `addr` from now on (a listener of this host; `0.0.0.0`/`::` stand for every
+    /// address of this machine on that port).
+    pub fn add_listener(&self, addr: SocketAddr) {
+        let mut l = self.listeners.write().unwrap_or_else(|p| p.into_inner());
+        if !l.contains(&addr) {
+            l.push(addr);
+        }
+    }
+
+    /// The listen sockets refused so far.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why `ip` at `port` is refused, if it is. `port` is `None` where it is not known (the
+    /// resolver outside a request): then an address a listener uses is refused at any port and
+    /// no endpoint opens anything (fail closed).
+    pub fn refuse(&self, ip: IpAddr, port: Option<u16>) -> Option<Refusal> {
+        self.refuse_among(ip, port, host_addresses())
+    }
+
+    fn refuse_among(&self, ip: IpAddr, port: Option<u16>, own: &[IpAddr]) -> Option<Refusal> {
+        let ip = canonical(ip);
+        let is_own = |ip: IpAddr| own.iter().any(|o| canonical(*o) == ip);
+        for l in self
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let at = canonical(l.ip());
+            // A wildcard listener answers on every address of this machine, all of
+            // 127.0.0.0/8 included.
+            let same_address = if at.is_unspecified() {
+                ip.is_loopback() || is_own(ip)
+            } else {
+                at == ip
+            };
+            if same_address && port.is_none_or(|p| p == l.port()) {
+                return Some(Refusal::ListenSocket(SocketAddr::new(
+                    ip,
+                    port.unwrap_or(l.port()),
+                )));
+            }
+        }
+        let endpoint = port.is_some_and(|p| {
+            self.endpoints
+                .iter()
+                .any(|e| canonical(e.ip()) == ip && e.port() == p)
+        });
+        if endpoint {
+            // An opened endpoint opens an internal address, never a special-purpose one, and
+            // of this machine's own addresses only loopback (as an opened network does).
+            return match special_kind(ip) {
+                Some(special @ Refusal::Special(_)) => Some(special),
+                _ if is_own(ip) && !ip.is_loopback() => Some(Refusal::OwnAddress),
+                _ => None,
+            };
+        }
+        self.policy.refuse_among(ip, own)
+    }
+}
+
+tokio::task_local! {
+    /// The port of the plugin request being sent. reqwest asks its resolver for a name only;
+    /// the resolver reads the port here (it is called while the request's future is polled),
+    /// so that it can judge address and port as the check before the request did.
+    static REQUEST_PORT: u16;
 }
 
 /// An IPv6 address that stands for an IPv4 one, as that IPv4 address.
@@ -633,19 +738,21 @@ fn interface_addresses() -> Vec<IpAddr> {
 
 /// The client's resolver: the policy applies to every address it hands to the connector.
 struct PolicyResolver {
-    policy: Arc<NetPolicy>,
+    egress: Arc<Egress>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
+        let egress = self.egress.clone();
+        // Read now: this runs while the request's future is polled (see REQUEST_PORT).
+        let port = REQUEST_PORT.try_with(|p| *p).ok();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
-                .filter(|a| policy.refuse(a.ip()).is_none())
+                .filter(|a| egress.refuse(a.ip(), port).is_none())
                 .collect();
             if allowed.is_empty() {
                 return Err(format!(
@@ -667,7 +774,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    policy: Arc<NetPolicy>,
+    egress: Arc<Egress>,
 }
 
 /// The client's settings, apart from the resolver.
@@ -685,19 +792,37 @@ fn client_builder() -> reqwest::ClientBuilder {
 
 impl HttpClient {
     pub fn new(policy: NetPolicy) -> anyhow::Result<Self> {
+        Self::with_endpoints(policy, Vec::new())
+    }
+
+    /// A client whose plugins may also reach each of `endpoints` (an internal address and
+    /// port the operator opened, `[host] allow_private_endpoints`).
+    pub fn with_endpoints(policy: NetPolicy, endpoints: Vec<SocketAddr>) -> anyhow::Result<Self> {
         // The host's own addresses are collected now, at start.
         let _ = host_addresses();
-        let policy = Arc::new(policy);
+        let egress = Arc::new(Egress::new(policy, endpoints));
         let client = client_builder()
             .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
+                egress: egress.clone(),
             }))
             .build()?;
-        Ok(HttpClient { client, policy })
+        Ok(HttpClient { client, egress })
     }
 
     pub fn policy(&self) -> &NetPolicy {
-        &self.policy
+        &self.egress.policy
+    }
+
+    /// The whole address policy, listen sockets included.
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// Never let a plugin reach `addr`, one of this host's listen sockets (the API binds it;
+    /// an embedding PBX registers its own listeners here too), whatever the operator allows.
+    pub fn protect_listen_socket(&self, addr: SocketAddr) {
+        self.egress.add_listener(addr);
+        tracing::debug!(%addr, "listen socket refused to plugins");
     }
 
     /// The client itself (shared connection pool).
@@ -734,7 +859,7 @@ impl Invocation {
         ))
     }
 
-    async fn address_check(policy: Arc<NetPolicy>, url: &Url) -> Result<(), String> {
+    async fn address_check(egress: Arc<Egress>, url: &Url) -> Result<(), String> {
         let host = url.host_str().unwrap_or("");
         let port = url.port_or_known_default().unwrap_or(443);
         let ips: Vec<IpAddr> = match url.host() {
@@ -757,7 +882,7 @@ impl Invocation {
             ));
         }
         for ip in ips {
-            if let Some(refusal) = policy.refuse(ip) {
+            if let Some(refusal) = egress.refuse(ip, Some(port)) {
                 return Err(refusal.explain(host, ip));
             }
         }
@@ -777,8 +902,8 @@ impl Invocation {
         if let Err(why) = self.http_check(&url) {
             return Err(self.deny_http(why));
         }
-        let policy = self.scope.services.http.policy.clone();
-        if let Err(why) = Self::address_check(policy, &url).await {
+        let egress = self.scope.services.http.egress.clone();
+        if let Err(why) = Self::address_check(egress, &url).await {
             return Err(self.deny_http(why));
         }
         if self.meter.http_requests >= limits.http_requests {
@@ -837,8 +962,12 @@ impl Invocation {
         self.meter.http_requests += 1;
         self.meter.http_bytes_out += body_len;
         let max_in = limits.http_response_bytes;
+        let port = url.port_or_known_default().unwrap_or(443);
         let exchange = async {
-            let mut resp = builder.send().await.map_err(connect_error)?;
+            let mut resp = REQUEST_PORT
+                .scope(port, builder.send())
+                .await
+                .map_err(connect_error)?;
             if resp.content_length().is_some_and(|n| n > max_in) {
                 return Err(HttpError::TooLarge(max_in));
             }
@@ -1192,11 +1321,167 @@ mod tests {
         }
     }
 
+    fn sock(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_hosts_listen_sockets_are_refused_whatever_the_operator_opened() {
+        let own: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.5".parse().unwrap()];
+        let all = NetPolicy {
+            allowed_internal: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        };
+        let e = Egress::new(all, vec![sock("127.0.0.1:8080")]);
+        let at = |ip: &str, port: Option<u16>| e.refuse_among(ip.parse().unwrap(), port, &own);
+        assert_eq!(at("127.0.0.1", Some(8080)), None, "not registered yet");
+        e.add_listener(sock("127.0.0.1:8080"));
+        e.add_listener(sock("0.0.0.0:9000"));
+        assert_eq!(
+            at("127.0.0.1", Some(8080)),
+            Some(Refusal::ListenSocket(sock("127.0.0.1:8080"))),
+            "refused although the operator opened every network and even this endpoint"
+        );
+        assert!(matches!(
+            at("::ffff:127.0.0.1", Some(8080)),
+            Some(Refusal::ListenSocket(_))
+        ));
+        assert_eq!(
+            at("127.0.0.1", Some(18089)),
+            None,
+            "another port of loopback"
+        );
+        assert_eq!(
+            at("127.0.0.2", Some(8080)),
+            None,
+            "127.0.0.2 is not where 127.0.0.1:8080 listens"
+        );
+        // A wildcard listener answers on every address of this machine.
+        for ip in ["127.0.0.1", "127.0.0.9", "::1", "10.0.0.5"] {
+            assert!(
+                matches!(at(ip, Some(9000)), Some(Refusal::ListenSocket(_))),
+                "{ip}:9000"
+            );
+        }
+        assert_eq!(at("10.0.0.6", Some(9000)), None, "a neighbour");
+        // The resolver without a known port refuses a listener's address at any port.
+        assert!(matches!(
+            at("127.0.0.1", None),
+            Some(Refusal::ListenSocket(_))
+        ));
+        let why = Refusal::ListenSocket(sock("127.0.0.1:8080"))
+            .explain("localhost", "127.0.0.1".parse().unwrap());
+        assert!(
+            why.contains("listen socket") && why.contains("127.0.0.1:8080"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn an_opened_endpoint_opens_that_address_and_port_only() {
+        let own: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.5".parse().unwrap()];
+        let e = Egress::new(
+            NetPolicy::default(),
+            vec![
+                sock("127.0.0.1:18089"),
+                sock("10.0.0.7:443"),
+                sock("10.0.0.5:443"),
+                sock("192.0.2.1:80"),
+            ],
+        );
+        let at = |ip: &str, port: Option<u16>| e.refuse_among(ip.parse().unwrap(), port, &own);
+        assert_eq!(at("127.0.0.1", Some(18089)), None);
+        assert_eq!(at("::ffff:127.0.0.1", Some(18089)), None);
+        assert_eq!(at("10.0.0.7", Some(443)), None);
+        for (ip, port) in [
+            ("127.0.0.1", Some(18090)),
+            ("127.0.0.1", Some(8080)),
+            ("127.0.0.2", Some(18089)),
+            ("127.0.0.1", None),
+            ("10.0.0.7", Some(80)),
+        ] {
+            assert_eq!(
+                at(ip, port),
+                Some(Refusal::Internal(if ip.starts_with("127") {
+                    "loopback"
+                } else {
+                    "private"
+                })),
+                "{ip}:{port:?}"
+            );
+        }
+        assert_eq!(
+            at("10.0.0.5", Some(443)),
+            Some(Refusal::OwnAddress),
+            "of this machine's own addresses an endpoint opens only loopback"
+        );
+        assert!(matches!(
+            at("192.0.2.1", Some(80)),
+            Some(Refusal::Special(_))
+        ));
+        // A listen socket stays refused even when the operator names it as an endpoint.
+        e.add_listener(sock("127.0.0.1:18089"));
+        assert!(matches!(
+            at("127.0.0.1", Some(18089)),
+            Some(Refusal::ListenSocket(_))
+        ));
+    }
+
+    /// The connector path: a name (not an IP literal, which reqwest connects to without asking
+    /// the resolver) that resolves to a listen socket is refused by the resolver, which learns
+    /// the port from the request; the same name at another port connects.
+    #[tokio::test]
+    async fn the_resolver_refuses_a_listen_socket_by_address_and_port() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_addr = api.local_addr().unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_addr = other.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = other.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        let client = HttpClient::new(NetPolicy {
+            allowed_internal: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        })
+        .unwrap();
+        client.protect_listen_socket(api_addr);
+        let send = |port: u16| {
+            let req = client
+                .client()
+                .get(format!("http://localhost:{port}/v1/tenants/x/tokens"))
+                .send();
+            tokio::time::timeout(Duration::from_secs(10), REQUEST_PORT.scope(port, req))
+        };
+        let refused = send(api_addr.port()).await.expect("answered in time");
+        let err = refused.expect_err("the listen socket is refused");
+        assert!(
+            describe(err).contains("resolves to no address a plugin may reach"),
+            "refused by the resolver"
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(300), api.accept()).await;
+        assert!(accepted.is_err(), "the API's listener saw a connection");
+        let ok = send(other_addr.port())
+            .await
+            .expect("answered in time")
+            .expect("another loopback port is reachable");
+        assert_eq!(ok.status().as_u16(), 200);
+    }
+
     #[tokio::test]
     async fn an_unresolvable_name_is_refused() {
-        let policy = Arc::new(NetPolicy {
-            allowed_internal: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
-        });
+        let policy = Arc::new(Egress::new(
+            NetPolicy {
+                allowed_internal: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            },
+            Vec::new(),
+        ));
         let u = url("https://no-such-host.invalid/services");
         let why = tokio::time::timeout(
             Duration::from_secs(30),

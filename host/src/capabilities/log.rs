@@ -1,5 +1,6 @@
 //! The `log` capability: levelled lines into the tenant's integration log, capped per
-//! invocation (lines over the cap are counted and summarised, not stored).
+//! invocation together with the lines the host writes on the plugin's behalf (lines over the
+//! cap are counted and summarised, not stored: see [`Invocation::finish_log`]).
 
 use crate::runtime::Invocation;
 use crate::runtime::bindings::log::{Host, Level};
@@ -17,20 +18,16 @@ pub fn truncate(s: &mut String, max: usize) {
 }
 
 impl Host for Invocation {
-    fn write(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
-        let plugin_lines = self.logs.len() as u32;
-        if plugin_lines >= self.scope.limits.log_lines {
-            self.meter.log_lines_dropped += 1;
-            return Ok(());
-        }
-        truncate(&mut message, self.scope.limits.log_line_bytes as usize);
+    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
             Level::Debug => "debug",
             Level::Info => "info",
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.log_line(level, message);
+        // Counted against the invocation's cap together with the host's lines on its behalf;
+        // cut to the line-length cap when stored.
+        self.plugin_log_line(level, message);
         Ok(())
     }
 }

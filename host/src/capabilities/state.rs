@@ -65,8 +65,11 @@ pub struct PendingState {
 }
 
 impl PendingState {
+    /// What an entry counts toward the cap: key, value and the fixed overhead of a row.
     fn size_of(key: &str, value: Option<&str>) -> i64 {
-        value.map_or(0, |v| (key.len() + v.len()) as i64)
+        value.map_or(0, |v| {
+            (key.len() + v.len()) as i64 + crate::store::STATE_ROW_OVERHEAD_BYTES as i64
+        })
     }
 }
 

@@ -31,13 +31,45 @@ pub struct HostSettings {
     /// 127.0.0.0/8 for the local Salesforce stand-in).
     #[serde(default)]
     pub allow_private_networks: Vec<Spanned<String>>,
+    /// Single internal endpoints (`address:port`, e.g. `127.0.0.1:18089`, `[::1]:8443`)
+    /// plugins may reach: narrower than a network (the demo opens only its Salesforce
+    /// stand-in this way). The host's own listen sockets stay refused whatever is listed.
+    #[serde(default)]
+    pub allow_private_endpoints: Vec<Spanned<String>>,
     /// Concurrent plugin instances on this host (sizes the pooling allocator).
     pub max_concurrent_instances: Option<u32>,
+    /// The sum of the memory limits (`memory_mib`) of the instances alive at once, in MiB
+    /// (default [`crate::runtime::DEFAULT_INSTANCE_MEMORY_BUDGET_MIB`]): an invocation waits
+    /// (an IVR look-up falls back at once) until its plugin's limit fits.
+    pub instance_memory_budget_mib: Option<u64>,
     /// How long an event keeps being retried before it is dead-lettered, in seconds.
     pub retry_horizon_seconds: Option<u64>,
     /// Readiness (`/readyz`) fails when the data directory's filesystem has less free space
     /// than this, in MiB (default: [`crate::HostOptions::min_free_disk_bytes`], 8 MiB).
     pub min_free_disk_mib: Option<u64>,
+    /// The shortest wait before a delivery is retried, in ms (default 1000): a plugin's
+    /// `retry_after_ms`, the backoff and a rate-limit pause below it are raised to it, so a
+    /// plugin cannot make the host retry in a tight loop.
+    pub min_retry_delay_ms: Option<u64>,
+    /// Invocations a tenant's plugin may have per minute (deliveries and their retries; not
+    /// IVR look-ups), unless the plugin's `[limits]` sets its own (default 600). Deliveries
+    /// over it wait for the next minute.
+    pub invocations_per_minute: Option<u32>,
+    /// Integration-log lines older than this are pruned, in days (default 14).
+    pub log_retention_days: Option<u64>,
+    /// Integration-log lines kept per tenant at most; the oldest go first (default 100,000).
+    pub log_rows_per_tenant: Option<u64>,
+    /// Dead letters are kept this long after they died, in days (default 30).
+    pub dead_letter_retention_days: Option<u64>,
+    /// Phone-book entries per tenant, all plugins together (default 200,000).
+    pub contacts_per_tenant: Option<u64>,
+    /// Bytes of a phone-book entry's name, company and e-mail each (default 1,024).
+    pub contact_text_bytes: Option<u64>,
+    /// Bytes of a phone-book entry's external id, record type, account id and of each phone
+    /// label and number (default 256).
+    pub contact_field_bytes: Option<u64>,
+    /// Phone numbers per phone-book entry (default 10).
+    pub contact_phones_per_entry: Option<u64>,
 }
 
 /// One plugin: where its component is, what it may touch, its limits.
@@ -114,8 +146,10 @@ pub enum ContactsGrant {
     None,
     /// Look-ups only.
     Read,
-    /// Look-ups, upserts and deletions.
+    /// Look-ups, and upserts and deletions of the entries this plugin wrote.
     ReadWrite,
+    /// Look-ups, and upserts and deletions of any entry, also those other plugins wrote.
+    ReadWriteAll,
 }
 
 /// Per-invocation limits as written in the file (all optional).
@@ -132,6 +166,8 @@ pub struct LimitsDecl {
     pub log_line_bytes: Option<u32>,
     pub return_bytes: Option<u64>,
     pub state_bytes: Option<u64>,
+    /// Invocations of this plugin per tenant per minute; overrides `[host] invocations_per_minute`.
+    pub invocations_per_minute: Option<u32>,
 }
 
 /// A tenant: its defaults and the plugins it enabled.
@@ -153,6 +189,19 @@ pub struct TenantDecl {
     /// Plugin id -> the tenant's settings for it.
     #[serde(default)]
     pub plugins: BTreeMap<String, Spanned<TenantPluginDecl>>,
+    /// Plugins the operator offers to this tenant besides those configured for it in
+    /// `plugins` (which are offered too): the tenant admin may enable, configure and set
+    /// secrets only for offered plugins. Absent: only the configured ones.
+    #[serde(default)]
+    pub offered: Vec<Spanned<String>>,
+}
+
+impl TenantDecl {
+    /// Has the operator offered `plugin` to this tenant (listed in `offered`, or configured
+    /// for it in `[tenants.X.plugins.*]`)?
+    pub fn offers(&self, plugin: &str) -> bool {
+        self.plugins.contains_key(plugin) || self.offered.iter().any(|p| p.get_ref() == plugin)
+    }
 }
 
 fn default_country() -> String {

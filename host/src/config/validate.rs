@@ -161,6 +161,10 @@ pub const EVENT_KINDS: &[&str] = &[
     "transcript-updated",
 ];
 
+/// The largest `[host] min_retry_delay_ms`: a longer floor would hold every retry back for
+/// longer than most backoffs (5 minutes at most) and looks like a unit mistake.
+const MAX_MIN_RETRY_DELAY_MS: u64 = 3_600_000;
+
 /// Setting names that hold credentials: they belong in the secret store, never in the file.
 const SECRET_LOOKING_KEYS: &[&str] = &[
     "password",
@@ -176,6 +180,27 @@ const SECRET_LOOKING_KEYS: &[&str] = &[
 ];
 
 fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+    if file.host.invocations_per_minute == Some(0) {
+        errors.push(at.error(
+            None,
+            "host.invocations_per_minute",
+            "must be greater than 0".into(),
+        ));
+    }
+    if file
+        .host
+        .min_retry_delay_ms
+        .is_some_and(|ms| ms > MAX_MIN_RETRY_DELAY_MS)
+    {
+        errors.push(at.error(
+            None,
+            "host.min_retry_delay_ms",
+            format!("at most {MAX_MIN_RETRY_DELAY_MS} (an hour)"),
+        ));
+    }
+    for (name, message) in crate::runtime::Limits::check_host(&file.host) {
+        errors.push(at.error(None, &format!("host.{name}"), message));
+    }
     for net in &file.host.allow_private_networks {
         if net.get_ref().parse::<ipnet::IpNet>().is_err() {
             errors.push(at.error(
@@ -186,6 +211,11 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
                     net.get_ref()
                 ),
             ));
+        }
+    }
+    for ep in &file.host.allow_private_endpoints {
+        if let Err(why) = parse_endpoint(ep.get_ref()) {
+            errors.push(at.error(Some(ep.span()), "host.allow_private_endpoints", why));
         }
     }
     for (id, plugin) in &file.plugins {
@@ -219,6 +249,18 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
                 ),
             ));
         }
+        for offered in &t.offered {
+            if !file.plugins.contains_key(offered.get_ref()) {
+                errors.push(at.error(
+                    Some(offered.span()),
+                    &format!("{field}.offered"),
+                    format!(
+                        "plugin '{}' is not declared in [plugins]",
+                        offered.get_ref()
+                    ),
+                ));
+            }
+        }
         for (pid, tp) in &t.plugins {
             let pfield = format!("{field}.plugins.{pid}");
             let Some(decl) = file.plugins.get(pid) else {
@@ -249,6 +291,20 @@ fn validate(file: &PluginsFile, at: &Locator<'_>, errors: &mut Vec<ConfigError>)
             }
         }
     }
+}
+
+/// An `[host] allow_private_endpoints` entry: one address and port (`127.0.0.1:18089`,
+/// `[::1]:8443`).
+fn parse_endpoint(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        format!("'{text}' is not an address and port (e.g. 127.0.0.1:18089 or [::1]:8443)")
+    })?;
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(format!(
+            "'{text}' names no single endpoint (the address and the port must be given)"
+        ));
+    }
+    Ok(addr)
 }
 
 fn validate_plugin(field: &str, p: &PluginDecl, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
@@ -309,6 +365,13 @@ fn validate_plugin(field: &str, p: &PluginDecl, at: &Locator<'_>, errors: &mut V
     }
     if let Err((name, msg)) = crate::runtime::Limits::from_decl(&p.limits) {
         errors.push(at.error(None, &format!("{field}.limits.{name}"), msg));
+    }
+    if p.limits.invocations_per_minute == Some(0) {
+        errors.push(at.error(
+            None,
+            &format!("{field}.limits.invocations_per_minute"),
+            "must be greater than 0".into(),
+        ));
     }
 }
 

@@ -30,6 +30,8 @@ pub enum AdminError {
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantPluginView {
     pub plugin: String,
+    /// Offered to the tenant by the operator: the tenant admin may enable and set it up.
+    pub offered: bool,
     pub enabled: bool,
     pub loaded: bool,
     pub config: serde_json::Value,
@@ -93,6 +95,16 @@ impl Host {
     /// Revoke every token of a tenant; returns how many there were.
     pub fn revoke_tenant_tokens(&self, tenant: &str) -> Result<u64, AdminError> {
         self.storage().token_revoke_all(tenant).map_err(storage_err)
+    }
+
+    /// Has the operator offered `plugin` (a declared one) to `tenant`: listed in
+    /// `[tenants.X] offered` or configured for it in `[tenants.X.plugins.*]`? A tenant admin
+    /// may touch only offered plugins (the HTTP API enforces it for tenant tokens; the
+    /// operator may set up any plugin for any tenant).
+    pub fn is_offered(&self, tenant: &str, plugin: &str) -> bool {
+        let r = self.registry();
+        r.plugins.contains_key(plugin)
+            && r.tenants.get(tenant).is_some_and(|t| t.decl.offers(plugin))
     }
 
     fn known(&self, tenant: &str, plugin: &str) -> Result<(), AdminError> {
@@ -226,6 +238,7 @@ impl Host {
                 let (enabled, config) = self.effective(&registry, tenant, &p.id)?;
                 Ok(TenantPluginView {
                     plugin: p.id.clone(),
+                    offered: self.is_offered(tenant, &p.id),
                     enabled,
                     loaded: p.component.is_ok(),
                     config,

@@ -7,17 +7,18 @@
 //! horizon; then the delivery is dead-lettered (visible and replayable by the tenant admin).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use super::Host;
+use super::budget::Admission;
 use crate::clock::now_ms;
 use crate::events::{CallEvent, InvalidEvent};
 use crate::runtime::bindings::types::ErrorKind;
+use crate::runtime::fair::{FairPool, default_reserve};
 use crate::runtime::{Call, CallOutput, InvocationError};
 use crate::store::{Delivery, NewDelivery};
 
@@ -122,8 +123,6 @@ impl Host {
 pub struct InFlight {
     pub running: std::collections::HashSet<i64>,
     finished: std::collections::HashSet<i64>,
-    /// Invocations running per (tenant, plugin).
-    per_plugin: HashMap<(String, String), usize>,
 }
 
 /// Rows the delivery loop reads from the queue at a time.
@@ -136,17 +135,14 @@ const REREAD_INTERVAL: Duration = Duration::from_millis(5);
 /// The shortest sleep of the delivery loop while batches wait for their windows.
 const BATCH_POLL_MS: i64 = 50;
 
-/// How many delivery invocations one tenant's plugin may run at once: a share of the workers,
-/// so that a tenant whose CRM hangs (every invocation waiting out its timeouts) cannot take
-/// all of them and stall every other tenant's deliveries (H-4). What waits stays queued.
-fn per_plugin_share(workers: usize) -> usize {
-    (workers / 4).max(1)
-}
-
 /// The delivery loop.
 pub(super) async fn run(host: Host) {
-    let workers = Arc::new(Semaphore::new(host.inner.opts.delivery_workers.max(1)));
-    let share = per_plugin_share(host.inner.opts.delivery_workers.max(1));
+    // Each tenant runs at most its fair share of the workers (all of its plugins together),
+    // and a few are kept for tenants that have none running: a tenant whose CRM hangs (every
+    // invocation waiting out its timeouts) cannot take them all and stall every other
+    // tenant's deliveries (H-4). What waits stays queued.
+    let n = host.inner.opts.delivery_workers.max(1);
+    let workers = FairPool::new(n, default_reserve(n));
     // When each (tenant, plugin) with batching last had something dispatched.
     let mut last_dispatch: HashMap<(String, String), i64> = HashMap::new();
     resume_outages(&host);
@@ -233,34 +229,35 @@ pub(super) async fn run(host: Host) {
             next_wake = next_wake.min(at - now);
         }
         let mut started = 0;
+        // Every tenant with work waiting counts as active while this pass dispatches, so
+        // that the others' shares make room for it.
+        let _waiting: Vec<_> = work
+            .iter()
+            .filter_map(|g| g.first().map(|d| d.tenant.as_str()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|t| workers.demand(t))
+            .collect();
         for group in work {
-            let Some(key) = group.first().map(|d| (d.tenant.clone(), d.plugin.clone())) else {
+            let Some(tenant) = group.first().map(|d| d.tenant.clone()) else {
                 continue;
-            };
-            // At its share: wait for one of its own invocations to finish (that wakes us).
-            if lock(&host.inner.in_flight)
-                .per_plugin
-                .get(&key)
-                .is_some_and(|n| *n >= share)
-            {
-                continue;
-            }
-            let Ok(permit) = workers.clone().acquire_owned().await else {
-                return;
             };
             if host.inner.shutdown.is_triggered() {
                 return;
             }
+            // At its share (or only the newcomers' reserve is left): it stays queued until
+            // one of the running invocations finishes (that wakes us).
+            let Ok(permit) = workers.try_acquire(&tenant) else {
+                continue;
+            };
             {
                 let mut in_flight = lock(&host.inner.in_flight);
                 if group.iter().any(|d| {
                     in_flight.running.contains(&d.id) || in_flight.finished.contains(&d.id)
-                }) || in_flight.per_plugin.get(&key).is_some_and(|n| *n >= share)
-                {
+                }) {
                     continue;
                 }
                 in_flight.running.extend(group.iter().map(|d| d.id));
-                *in_flight.per_plugin.entry(key.clone()).or_default() += 1;
             }
             started += 1;
             let host = host.clone();
@@ -271,12 +268,6 @@ pub(super) async fn run(host: Host) {
                 for id in ids {
                     in_flight.running.remove(&id);
                     in_flight.finished.insert(id);
-                }
-                if let Some(n) = in_flight.per_plugin.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        in_flight.per_plugin.remove(&key);
-                    }
                 }
                 drop(in_flight);
                 drop(permit);
@@ -451,19 +442,44 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
         }
         return Vec::new();
     }
+    let horizon = registry
+        .file
+        .host
+        .retry_horizon_seconds
+        .map_or(DEFAULT_HORIZON_MS, |s| (s as i64).saturating_mul(1000));
+    let floor = host.min_retry_delay_ms(&registry);
     let component = match &plugin.component {
         Ok(c) => c,
         Err(e) => {
-            // Not loadable now; a fixed component may be reloaded, so keep them queued.
+            // Not loadable now; a fixed component may be reloaded, so keep them queued, but
+            // not past the retry horizon.
+            let now = now_ms();
             for d in &group {
-                let _ = storage.reschedule(d.id, now_ms() + backoff_ms(d.attempts), e);
+                let result = if now - d.created_at >= horizon {
+                    storage
+                        .dead_letter(d.id, &format!("plugin '{plugin_id}' cannot be loaded: {e}"))
+                } else {
+                    storage.reschedule(d.id, now + backoff_ms(d.attempts).max(floor), e)
+                };
+                if let Err(e) = result {
+                    tracing::error!("cannot record the outcome of delivery {}: {e}", d.id);
+                }
             }
             return Vec::new();
         }
     };
+    let now = now_ms();
     let mut events = Vec::with_capacity(group.len());
     let mut ready = Vec::with_capacity(group.len());
     for d in group {
+        // The outage probe and the paced release may make a delivery due before its backoff
+        // ends, never sooner than the floor after its last run.
+        if let Some(at) = host.inner.recent_runs.too_soon(d.id, now, floor) {
+            if let Err(e) = storage.defer(&d, at) {
+                tracing::error!("cannot hold back delivery {}: {e}", d.id);
+            }
+            continue;
+        }
         match serde_json::from_str::<CallEvent>(&d.payload) {
             Ok(e) => {
                 let id = e.event_id.clone().unwrap_or_default();
@@ -478,6 +494,22 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
     if ready.is_empty() {
         return Vec::new();
     }
+    // Over the tenant's budget for this plugin: the deliveries wait for the next minute, not
+    // failed and with no attempt counted (budget.rs).
+    let limit = host.invocations_per_minute(&registry, plugin);
+    if let Admission::Deferred { until_ms } =
+        host.inner
+            .budget
+            .admit(&tenant_id, &plugin_id, limit, ready.len(), now)
+    {
+        for d in &ready {
+            if let Err(e) = storage.defer(d, until_ms) {
+                tracing::error!("cannot hold back delivery {}: {e}", d.id);
+            }
+        }
+        host.note_deferred(&tenant_id, &plugin_id, ready.len(), now);
+        return Vec::new();
+    }
     let (scope, mut ctx) = host.scope(tenant, plugin, config);
     ctx.attempt = ready.iter().map(|d| d.attempts).max().unwrap_or(0);
     let call = if events.len() == 1 {
@@ -486,11 +518,10 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
         Call::Batch(events)
     };
     let report = host.inner.runtime.invoke(component, scope, ctx, call).await;
-    let horizon = registry
-        .file
-        .host
-        .retry_horizon_seconds
-        .map_or(DEFAULT_HORIZON_MS, |s| (s as i64).saturating_mul(1000));
+    let ran_at = now_ms();
+    for d in &ready {
+        host.inner.recent_runs.ran(d.id, ran_at, floor);
+    }
     match report.outcome {
         Ok(CallOutput::Batch(results)) => {
             let mut done = Vec::with_capacity(ready.len());
@@ -506,6 +537,9 @@ async fn deliver_group(host: &Host, group: Vec<Delivery>) -> Vec<Delivery> {
                         record(host, d, Err(failed), horizon);
                     }
                 }
+            }
+            for id in &done {
+                host.inner.recent_runs.forget(*id);
             }
             // One commit for the batch's completed deliveries.
             if let Err(e) = storage.complete_many(&done) {
@@ -555,8 +589,13 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
     let storage = host.storage();
     let now = now_ms();
     let expired = now - d.created_at >= horizon;
+    // No retry sooner than the operator's floor, whatever the plugin asks (budget.rs).
+    let floor = host.min_retry_delay_ms(&host.registry());
     match &outcome {
-        Ok(_) => note_success(host, &d.tenant, &d.plugin),
+        Ok(_) => {
+            host.inner.recent_runs.forget(d.id);
+            note_success(host, &d.tenant, &d.plugin)
+        }
         Err(InvocationError::Plugin {
             kind: ErrorKind::Transient,
             ..
@@ -580,7 +619,7 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
             message,
             retry_after_ms,
         }) => {
-            let until = now + retry_after_ms.map_or(60_000, i64::from);
+            let until = now + retry_after_ms.map_or(60_000, i64::from).max(floor);
             {
                 let mut paused = lock(&host.inner.paused);
                 let at = paused
@@ -600,7 +639,10 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
             message,
             retry_after_ms,
         }) => {
-            let next = now + retry_after_ms.map_or_else(|| backoff_ms(d.attempts), i64::from);
+            let next = now
+                + retry_after_ms
+                    .map_or_else(|| backoff_ms(d.attempts), i64::from)
+                    .max(floor);
             if expired {
                 storage.dead_letter(d.id, &message)
             } else {
@@ -616,7 +658,7 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
             if expired {
                 storage.dead_letter(d.id, &msg)
             } else {
-                storage.reschedule(d.id, now + backoff_ms(d.attempts), &msg)
+                storage.reschedule(d.id, now + backoff_ms(d.attempts).max(floor), &msg)
             }
         }
         Err(InvocationError::NotExported(what)) => {
@@ -627,7 +669,8 @@ fn record(host: &Host, d: &Delivery, outcome: Result<(), InvocationError>, horiz
             if expired || d.host_failures + 1 >= MAX_HOST_SIDE_ATTEMPTS {
                 storage.dead_letter(d.id, &msg)
             } else {
-                storage.reschedule_after_host_failure(d.id, now + backoff_ms(d.attempts), &msg)
+                let next = now + backoff_ms(d.attempts).max(floor);
+                storage.reschedule_after_host_failure(d.id, next, &msg)
             }
         }
     };

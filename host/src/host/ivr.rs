@@ -1,12 +1,16 @@
 //! Synchronous IVR look-ups: the PBX gets a decision within its deadline, always; on a late
 //! or failing plugin it gets the tenant's fallback, never silence (SPEC H-6, I-3).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Host;
+use crate::clock::now_ms;
 use crate::events::{InvalidEvent, IvrDecision, IvrLookup};
-use crate::runtime::{Call, CallOutput, Limits};
+use crate::runtime::fair::Refusal;
+use crate::runtime::{Call, CallOutput, Limits, SlotRefusal};
+use crate::store::LogEntry;
 
 /// Time kept back from the PBX's deadline for answering it (the plugin's own wall clock is
 /// this much shorter, so its logs are written before the PBX moves on).
@@ -57,6 +61,25 @@ impl Host {
         let Some((plugin, component, config)) = chosen else {
             return Ok(fallback("no enabled IVR plugin for this tenant".into()));
         };
+        // A slot now or the fallback now: waiting for one would only end in the fallback at
+        // the deadline, holding the PBX's caller in silence meanwhile.
+        let slot = match self
+            .inner
+            .runtime
+            .try_slot(&tenant.id, plugin.limits.memory_bytes)
+        {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let reason = refusal_reason(&refusal);
+                self.inner.ivr_refusals.note(
+                    &self.inner.services.journal,
+                    &tenant.id,
+                    &plugin.id,
+                    &reason,
+                );
+                return Ok(fallback(reason));
+            }
+        };
         let budget = deadline
             .saturating_sub(started.elapsed())
             .saturating_sub(ANSWER_MARGIN);
@@ -72,7 +95,7 @@ impl Host {
         let task = tokio::spawn(async move {
             host.inner
                 .runtime
-                .invoke(&component, scope, ctx, Call::Ivr(request))
+                .invoke_in(slot, &component, scope, ctx, Call::Ivr(request))
                 .await
         });
         let remaining = deadline.saturating_sub(started.elapsed());
@@ -94,5 +117,68 @@ impl Host {
                 req.deadline_ms
             ))),
         }
+    }
+}
+
+/// The fallback's reason when no instance could be started for the tenant.
+fn refusal_reason(refusal: &SlotRefusal) -> String {
+    let (what, why) = match refusal {
+        SlotRefusal::Instances(r @ Refusal::Full { .. }) => ("no plugin instance is free", r),
+        SlotRefusal::Instances(r) => ("the tenant's share of plugin instances is exhausted", r),
+        SlotRefusal::Memory(r @ Refusal::Full { .. }) => (
+            "the host's memory budget for plugin instances (MiB) is exhausted",
+            r,
+        ),
+        SlotRefusal::Memory(r) => (
+            "the tenant's share of the memory budget for plugin instances (MiB) is exhausted",
+            r,
+        ),
+    };
+    format!("{what} ({why}); answered with the fallback at once")
+}
+
+/// How often a tenant's log says that its look-ups fell back at once: a flood of look-ups
+/// makes one line per interval with their count, not one line each.
+const REFUSAL_LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Look-ups that fell back at once, per tenant, since its log last said so.
+#[derive(Default)]
+pub(crate) struct RefusalLog {
+    /// tenant -> (when its log last said so, look-ups since then not yet in its log).
+    by_tenant: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl RefusalLog {
+    fn note(&self, journal: &crate::store::Journal, tenant: &str, plugin: &str, reason: &str) {
+        let now = now_ms();
+        let count = {
+            let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = by_tenant.entry(tenant.to_string()).or_insert((i64::MIN, 0));
+            entry.1 += 1;
+            if now.saturating_sub(entry.0) < REFUSAL_LOG_INTERVAL_MS {
+                return;
+            }
+            let count = entry.1;
+            *entry = (now, 0);
+            // Forget tenants that have been quiet for a while (bounded by active tenants).
+            by_tenant.retain(|_, (at, n)| *n > 0 || now - *at < 10 * REFUSAL_LOG_INTERVAL_MS);
+            count
+        };
+        let message = if count > 1 {
+            format!(
+                "{count} IVR look-ups answered with the fallback at once since the last such line; the latest: {reason}"
+            )
+        } else {
+            format!("IVR look-up: {reason}")
+        };
+        journal.log(vec![LogEntry {
+            id: 0,
+            tenant: tenant.to_string(),
+            plugin: plugin.to_string(),
+            invocation: String::new(),
+            at: now,
+            level: "warn".into(),
+            message,
+        }]);
     }
 }

@@ -2,10 +2,12 @@
 //! CLI call. Both ingest doors (this Rust API and the HTTP/JSON API) end here.
 
 mod admin;
+mod budget;
 mod data_dir;
 mod delivery;
 mod health;
 mod ivr;
+mod metrics;
 mod recovery;
 mod registry;
 mod scheduler;
@@ -61,6 +63,10 @@ pub struct HostOptions {
     /// (created on first start), which protects a copy of the secrets directory but not a
     /// copy of the whole data directory; operators should keep the key elsewhere.
     pub secret_key: Option<crate::capabilities::SecretKey>,
+    /// This host's listen sockets, refused to plugins from the start, before any plugin runs
+    /// (`pbx-host serve` binds first and lists its API here; [`crate::api::serve`] adds the
+    /// socket it serves on in any case).
+    pub listen_sockets: Vec<std::net::SocketAddr>,
 }
 
 impl HostOptions {
@@ -77,6 +83,7 @@ impl HostOptions {
             recovery: RecoveryOptions::default(),
             operator_token: None,
             secret_key: None,
+            listen_sockets: Vec::new(),
         }
     }
 }
@@ -117,11 +124,18 @@ pub(crate) struct Inner {
     pub in_flight: std::sync::Mutex<delivery::InFlight>,
     /// Tenants' plugins whose CRM is failing: probed, and released when it answers again.
     pub outages: recovery::Outages,
+    /// Delivery invocations per tenant's plugin in the current minute (budget.rs).
+    pub budget: budget::InvocationBudget,
+    /// When each delivery last ran: none re-runs sooner than the retry floor (budget.rs).
+    pub recent_runs: budget::RecentRuns,
     /// When the delivery loop last started an iteration (ms since the epoch): readiness
     /// fails when it is older than a minute.
     pub loop_heartbeat: std::sync::atomic::AtomicI64,
     /// The readiness check's cached storage probe and failed ingest commits.
     pub health: health::HealthState,
+    /// IVR look-ups that fell back at once (the tenant's share of instances in use), for
+    /// one summarised line per interval in the tenant's log.
+    pub ivr_refusals: ivr::RefusalLog,
 }
 
 /// A running host. Cheap to clone.
@@ -168,6 +182,14 @@ fn private_networks(file: &PluginsFile) -> Vec<ipnet::IpNet> {
         .collect()
 }
 
+fn private_endpoints(file: &PluginsFile) -> Vec<std::net::SocketAddr> {
+    file.host
+        .allow_private_endpoints
+        .iter()
+        .filter_map(|n| n.get_ref().parse().ok())
+        .collect()
+}
+
 impl Host {
     /// Validate the configuration, open storage, load every plugin (skipping the ones that
     /// fail) and start the background workers (delivery, schedules, reload).
@@ -187,10 +209,16 @@ impl Host {
                 &e,
             )
         })?;
-        let http = HttpClient::new(NetPolicy {
-            allowed_internal: private_networks(&file),
-        })
+        let http = HttpClient::with_endpoints(
+            NetPolicy {
+                allowed_internal: private_networks(&file),
+            },
+            private_endpoints(&file),
+        )
         .map_err(|e| other("http client", &e))?;
+        for addr in &opts.listen_sockets {
+            http.protect_listen_socket(*addr);
+        }
         let storage: Arc<dyn Storage> = Arc::new(storage);
         let services = Arc::new(Services {
             journal: crate::store::Journal::new(storage.clone()),
@@ -198,6 +226,9 @@ impl Host {
             secrets,
             http,
         });
+        services
+            .journal
+            .set_retention(crate::store::Retention::from_host(&file.host));
         if let Some(path) = &opts.secrets_file {
             load_secrets_file(&services.secrets, path)
                 .map_err(|e| StartError::Other(e.to_string()))?;
@@ -205,6 +236,9 @@ impl Host {
         let mut engine_opts = opts.engine.clone();
         if let Some(n) = file.host.max_concurrent_instances {
             engine_opts.max_instances = n;
+        }
+        if let Some(mib) = file.host.instance_memory_budget_mib {
+            engine_opts.instance_memory_budget_mib = mib;
         }
         let compiled_dir = opts.data_dir.join("compiled");
         let runtime = Runtime::new(&engine_opts, Some(compiled_dir.clone())).map_err(|e| {
@@ -242,8 +276,11 @@ impl Host {
             operator_digest: opts.operator_token.as_deref().map(crate::auth::digest),
             in_flight: Default::default(),
             outages: Default::default(),
+            budget: Default::default(),
+            recent_runs: Default::default(),
             loop_heartbeat: std::sync::atomic::AtomicI64::new(crate::clock::now_ms()),
             health: Default::default(),
+            ivr_refusals: Default::default(),
             overrides: Default::default(),
             paused: Default::default(),
             opts,
@@ -259,6 +296,7 @@ impl Host {
                 .run(async move { stopping.inner.shutdown.wait().await }),
         );
         tokio::spawn(scheduler::run(host.clone()));
+        tokio::spawn(budget::report_excess(host.clone()));
         if let Some(every) = host.inner.opts.reload_interval {
             tokio::spawn(reload_loop(host.clone(), every));
         }
@@ -272,6 +310,12 @@ impl Host {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Never let a plugin reach `addr`, a listen socket of this host (its API or another
+    /// listener of the embedding PBX), whatever `[host]` allows.
+    pub fn protect_listen_socket(&self, addr: std::net::SocketAddr) {
+        self.inner.services.http.protect_listen_socket(addr);
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -291,6 +335,10 @@ impl Host {
     /// reported and the running configuration stays; work in flight is not interrupted.
     pub fn reload(&self) -> Result<Vec<PluginStatus>, Vec<ConfigError>> {
         let file = config::load_file(&self.inner.opts.config_path)?;
+        self.inner
+            .services
+            .journal
+            .set_retention(crate::store::Retention::from_host(&file.host));
         let old = self.registry();
         let new = Registry::build(&self.inner.runtime, file, &self.inner.base_dir, Some(&old));
         let statuses = new.statuses();

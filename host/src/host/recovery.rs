@@ -89,6 +89,11 @@ impl Outages {
         due
     }
 
+    /// How many tenants' plugins are in an outage.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// When the next probe is due, if any outage is going on.
     pub fn next_probe_at(&self) -> Option<i64> {
         self.lock().values().min().copied()

@@ -105,7 +105,9 @@ impl Registry {
                 Err(e) => tracing::error!(plugin = %id, "plugin skipped: {e}"),
             }
             // Validation already proved the limits are well-formed.
-            let limits = Limits::from_decl(&decl.limits).unwrap_or_default();
+            let limits = Limits::from_decl(&decl.limits)
+                .unwrap_or_default()
+                .with_host(&file.host);
             let entry = PluginEntry {
                 id: id.clone(),
                 grants: Arc::new(PluginGrants::from_decl(&decl)),

@@ -28,7 +28,15 @@ pub struct EngineOptions {
     pub on_demand: bool,
     /// Linear-memory slots per component instance in the pool.
     pub memories_per_instance: u32,
+    /// The sum of the memory limits of the instances alive at once, in MiB: an invocation
+    /// reserves its plugin's `memory_mib` before it is instantiated (admission control).
+    pub instance_memory_budget_mib: u64,
 }
+
+/// [`EngineOptions::instance_memory_budget_mib`] unless the operator sets it: room for the
+/// 32 delivery workers at the default 64 MiB limit and as many again for IVR look-ups and
+/// schedules, far below what the 128 instances could otherwise reserve (8 GiB at 64 MiB).
+pub const DEFAULT_INSTANCE_MEMORY_BUDGET_MIB: u64 = 4096;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -36,6 +44,7 @@ impl Default for EngineOptions {
             max_instances: 128,
             on_demand: false,
             memories_per_instance: 2,
+            instance_memory_budget_mib: DEFAULT_INSTANCE_MEMORY_BUDGET_MIB,
         }
     }
 }
@@ -129,6 +138,7 @@ mod tests {
             max_instances: 1 << 22,
             on_demand: false,
             memories_per_instance: 64,
+            ..EngineOptions::default()
         };
         let (engine, kind) = build_engine(&opts).unwrap();
         assert_eq!(kind, AllocatorKind::OnDemand);

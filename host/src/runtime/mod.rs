@@ -5,15 +5,17 @@ pub mod bindings;
 mod compile_cache;
 mod cpu;
 mod engine;
+pub mod fair;
 mod invocation;
+pub(crate) use invocation::thousands;
 mod limits;
 mod plugin;
 
 pub use compile_cache::{CompileCache, LoadSource};
-pub use engine::{AllocatorKind, EngineOptions};
+pub use engine::{AllocatorKind, DEFAULT_INSTANCE_MEMORY_BUDGET_MIB, EngineOptions};
 pub use invocation::{Invocation, InvocationScope, Meter};
 pub use limits::Limits;
 pub use plugin::{
-    Call, CallOutput, Exports, InvocationError, InvocationReport, LoadError, LoadedComponent,
-    Runtime,
+    Call, CallOutput, Exports, InstanceSlot, InvocationError, InvocationReport, LoadError,
+    LoadedComponent, Runtime, SlotRefusal,
 };

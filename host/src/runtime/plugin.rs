@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
@@ -15,6 +14,7 @@ use super::bindings::{
 use super::compile_cache::{CompileCache, LoadSource};
 use super::cpu::{CpuMeter, Metered};
 use super::engine::{AllocatorKind, EngineOptions, build_engine, start_epoch_ticker};
+use super::fair::{FairPermit, FairPool, Refusal, default_reserve};
 use super::invocation::{Invocation, InvocationScope, Meter};
 use crate::clock::{day_of, now_ms};
 
@@ -25,8 +25,33 @@ pub struct Runtime {
     cache: CompileCache,
     allocator: AllocatorKind,
     /// The pooling allocator errors instead of waiting when its slots run out; invocations
-    /// wait here for a slot instead.
-    slots: Arc<Semaphore>,
+    /// wait here for a slot instead, each tenant within its fair share (fair.rs), so that one
+    /// tenant's slow invocations cannot hold every instance.
+    slots: FairPool,
+    /// The host-wide memory budget of live instances, in MiB, shared fairly by tenant too:
+    /// each invocation holds its plugin's memory limit from it while its instance lives.
+    memory: FairPool,
+}
+
+/// A live-instance slot of one tenant and its memory limit's share of the budget, taken
+/// before instantiating ([`Runtime::try_slot`]).
+pub struct InstanceSlot {
+    _slot: FairPermit,
+    _memory: FairPermit,
+}
+
+/// Why no instance could be started for a tenant now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRefusal {
+    #[error("plugin instances: {0}")]
+    Instances(Refusal),
+    #[error("instance memory budget in MiB: {0}")]
+    Memory(Refusal),
+}
+
+/// MiB of the memory budget an invocation with this memory limit reserves.
+fn budget_mib(memory_bytes: u64) -> usize {
+    usize::try_from(memory_bytes.div_ceil(1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// Why a component could not be loaded. The plugin is skipped; the others run.
@@ -204,7 +229,15 @@ impl Runtime {
             linker,
             cache: CompileCache::new(cache_dir)?,
             allocator,
-            slots: Arc::new(Semaphore::new(opts.max_instances.max(1) as usize)),
+            slots: {
+                let n = opts.max_instances.max(1) as usize;
+                FairPool::new(n, default_reserve(n))
+            },
+            memory: {
+                let mib =
+                    usize::try_from(opts.instance_memory_budget_mib.max(1)).unwrap_or(usize::MAX);
+                FairPool::new(mib, default_reserve(mib))
+            },
         })
     }
 
@@ -214,6 +247,51 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A live-instance slot for `tenant` with `memory_bytes` of the memory budget now, or why
+    /// not (its fair share is in use): for the IVR door, which answers with the fallback at
+    /// once rather than wait.
+    pub fn try_slot(&self, tenant: &str, memory_bytes: u64) -> Result<InstanceSlot, SlotRefusal> {
+        let slot = self
+            .slots
+            .try_acquire(tenant)
+            .map_err(SlotRefusal::Instances)?;
+        let memory = self
+            .memory
+            .try_acquire_units(tenant, budget_mib(memory_bytes))
+            .map_err(SlotRefusal::Memory)?;
+        Ok(InstanceSlot {
+            _slot: slot,
+            _memory: memory,
+        })
+    }
+
+    /// Live-instance slots and the memory budget (MiB): (in use, in all) of each.
+    pub fn slots_in_use(&self) -> ((usize, usize), (usize, usize)) {
+        (
+            (self.slots.in_use(), self.slots.capacity()),
+            (self.memory.in_use(), self.memory.capacity()),
+        )
+    }
+
+    /// Wait for a slot and the memory budget, each within the tenant's fair share.
+    async fn slot(&self, tenant: &str, memory_bytes: u64) -> InstanceSlot {
+        let slot = self.slots.acquire(tenant).await;
+        let mib = budget_mib(memory_bytes);
+        let memory = match self.memory.try_acquire_units(tenant, mib) {
+            Ok(m) => m,
+            Err(refusal) => {
+                tracing::info!(
+                    "tenant {tenant}: an invocation waits for {mib} MiB of the instance memory budget ({refusal})"
+                );
+                self.memory.acquire_units(tenant, mib).await
+            }
+        };
+        InstanceSlot {
+            _slot: slot,
+            _memory: memory,
+        }
     }
 
     /// Load, compile (or fetch from the cache) and link a component file.
@@ -305,8 +383,22 @@ impl Runtime {
 
     /// Run one call in a fresh instance, under the scope's limits. Never panics and never
     /// fails the host: every failure is in the report. Logs and usage are written here.
+    /// Waits for a live-instance slot within the tenant's fair share first.
     pub async fn invoke(
         &self,
+        component: &LoadedComponent,
+        scope: InvocationScope,
+        ctx: types::Context,
+        call: Call,
+    ) -> InvocationReport {
+        let slot = self.slot(&scope.tenant_id, scope.limits.memory_bytes).await;
+        self.invoke_in(slot, component, scope, ctx, call).await
+    }
+
+    /// [`Runtime::invoke`] in a slot already taken ([`Runtime::try_slot`]).
+    pub async fn invoke_in(
+        &self,
+        slot: InstanceSlot,
         component: &LoadedComponent,
         scope: InvocationScope,
         ctx: types::Context,
@@ -317,9 +409,8 @@ impl Runtime {
         let invocation_id = scope.invocation_id.to_string();
         let services = scope.services.clone();
         let cpu = Arc::new(CpuMeter::default());
-        // The semaphore is never closed, so acquiring cannot fail; hold the slot until the
-        // store is gone.
-        let _slot = self.slots.acquire().await.ok();
+        // Held until the store is gone.
+        let _slot = slot;
         let mut store = self.store_with_meter(scope, cpu.clone());
 
         let run = call_export(&mut store, component, &ctx, call, limits.return_bytes);
@@ -340,7 +431,7 @@ impl Runtime {
                 retry_after_ms: None,
             }),
             (Err(e), Err(failed)) => {
-                data.log_line(
+                data.log_final_line(
                     "error",
                     format!("the plugin's state could not be saved: {e}"),
                 );
@@ -348,23 +439,15 @@ impl Runtime {
             }
             (Ok(()), outcome) => outcome,
         };
-        if data.meter.log_lines_dropped > 0 {
-            let n = data.meter.log_lines_dropped;
-            data.log_line(
-                "warn",
-                format!(
-                    "{n} more log lines dropped (limit {} per invocation)",
-                    limits.log_lines
-                ),
-            );
-        }
+        // What the log caps kept out: one summary per kind, not one line each.
+        data.finish_log();
         if let Err(e) = &outcome {
             let level = if matches!(e, InvocationError::Plugin { .. }) {
                 "warn"
             } else {
                 "error"
             };
-            data.log_line(level, format!("invocation failed: {e}"));
+            data.log_final_line(level, format!("invocation failed: {e}"));
         }
         let logs = std::mem::take(&mut data.logs);
         let meter = data.meter.clone();
@@ -404,11 +487,10 @@ impl From<wasmtime::Error> for CallFailure {
 }
 
 fn plugin_error(e: types::PluginError, limit: u64) -> CallFailure {
-    if e.message.len() as u64 > limit {
-        return CallFailure::Known(InvocationError::ReturnTooLarge {
-            size: e.message.len() as u64,
-            limit,
-        });
+    // Measured as the JSON text it becomes (API answers, the log, a dead letter).
+    let size = super::limits::encoded_text_size(&e.message);
+    if size > limit {
+        return CallFailure::Known(InvocationError::ReturnTooLarge { size, limit });
     }
     CallFailure::Known(InvocationError::Plugin {
         kind: e.kind,
@@ -468,13 +550,17 @@ async fn call_export(
                 .ok_or_else(not_exported)?
                 .load(&mut *store, &instance)?;
             let results = g.call_handle_events(&mut *store, ctx, &events).await?;
-            let size: usize = results
+            let size: u64 = results
                 .iter()
-                .map(|r| r.as_ref().err().map_or(0, |e| e.message.len()))
-                .sum();
-            if size as u64 > return_limit {
+                .map(|r| {
+                    r.as_ref()
+                        .err()
+                        .map_or(0, |e| super::limits::encoded_text_size(&e.message))
+                })
+                .fold(0, u64::saturating_add);
+            if size > return_limit {
                 return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
-                    size: size as u64,
+                    size,
                     limit: return_limit,
                 }));
             }
@@ -495,15 +581,11 @@ async fn call_export(
                 .load(&mut *store, &instance)?;
             match g.call_lookup(&mut *store, ctx, &req).await? {
                 Ok(d) => {
-                    let size = d.speech.as_ref().map_or(0, String::len)
-                        + d.route.as_ref().map_or(0, String::len)
-                        + d.variables
-                            .iter()
-                            .map(|(k, v)| k.len() + v.len())
-                            .sum::<usize>();
-                    if size as u64 > return_limit {
+                    // What reaches the PBX: the decision as JSON.
+                    let size = super::limits::encoded_size(&(&d.speech, &d.route, &d.variables));
+                    if size > return_limit {
                         return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
-                            size: size as u64,
+                            size,
                             limit: return_limit,
                         }));
                     }
@@ -532,13 +614,13 @@ async fn call_export(
                 .ok_or_else(not_exported)?
                 .load(&mut *store, &instance)?;
             let items = g.call_check(&mut *store, ctx).await?;
-            let size: usize = items
+            let size = items
                 .iter()
-                .map(|i| i.name.len() + i.message.len() + i.field.as_ref().map_or(0, String::len))
-                .sum();
-            if size as u64 > return_limit {
+                .map(|i| super::limits::encoded_size(&(&i.name, &i.message, &i.field)))
+                .fold(0, u64::saturating_add);
+            if size > return_limit {
                 return Err(CallFailure::Known(InvocationError::ReturnTooLarge {
-                    size: size as u64,
+                    size,
                     limit: return_limit,
                 }));
             }

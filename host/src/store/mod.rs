@@ -12,7 +12,7 @@
 mod journal;
 mod sqlite;
 
-pub use journal::Journal;
+pub use journal::{Journal, Pruned, Retention};
 pub use sqlite::SqliteStorage;
 
 use serde::Serialize;
@@ -34,6 +34,28 @@ impl From<rusqlite::Error> for StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Bytes each state entry counts toward the plugin's state cap besides its key and value
+/// (the row's own cost in the database), so that millions of empty keys are bounded too.
+pub const STATE_ROW_OVERHEAD_BYTES: u64 = 32;
+
+/// Whose phone-book entries an upsert or delete may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactWriter<'a> {
+    /// Only entries this plugin wrote (and new ones).
+    Owner(&'a str),
+    /// Any entry of the tenant (`contacts = "read-write-all"`).
+    Any,
+}
+
+/// Why a checked phone-book write was refused; nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactRefusal {
+    /// The entry belongs to another plugin.
+    NotOwner { external_id: String },
+    /// The tenant's phone book would hold more than `limit` entries.
+    Full { limit: u64 },
+}
 
 /// One phone-book entry as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -213,6 +235,58 @@ pub trait Storage: Send + Sync + 'static {
     /// Entries with a number whose E.164 form is `e164`, most recently modified first.
     fn contacts_lookup(&self, tenant: &str, e164: &str) -> Result<Vec<ContactRow>>;
     fn contacts_count(&self, tenant: &str) -> Result<u64>;
+    /// [`Storage::contacts_upsert`] for a plugin: all or nothing, refused when an entry
+    /// belongs to another plugin than `writer` allows, or when the new entries would take the
+    /// tenant's phone book over `max_entries` (replacing entries always fits). The default
+    /// checks before writing, for a backend without transactions.
+    fn contacts_upsert_checked(
+        &self,
+        tenant: &str,
+        rows: &[ContactRow],
+        writer: ContactWriter<'_>,
+        max_entries: u64,
+    ) -> Result<std::result::Result<u32, ContactRefusal>> {
+        let mut new_ids = std::collections::BTreeSet::new();
+        for r in rows {
+            match self.contacts_get(tenant, &r.external_id)? {
+                Some(old) => {
+                    if let ContactWriter::Owner(me) = writer
+                        && old.plugin != me
+                    {
+                        return Ok(Err(ContactRefusal::NotOwner {
+                            external_id: r.external_id.clone(),
+                        }));
+                    }
+                }
+                None => {
+                    new_ids.insert(r.external_id.as_str());
+                }
+            }
+        }
+        let new = new_ids.len() as u64;
+        if new > 0 && self.contacts_count(tenant)?.saturating_add(new) > max_entries {
+            return Ok(Err(ContactRefusal::Full { limit: max_entries }));
+        }
+        self.contacts_upsert(tenant, rows).map(Ok)
+    }
+    /// [`Storage::contacts_delete`] for a plugin: refused when the entry belongs to another
+    /// plugin than `writer` allows. `Ok(false)`: no such entry.
+    fn contacts_delete_checked(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        writer: ContactWriter<'_>,
+    ) -> Result<std::result::Result<bool, ContactRefusal>> {
+        if let ContactWriter::Owner(me) = writer
+            && let Some(old) = self.contacts_get(tenant, external_id)?
+            && old.plugin != me
+        {
+            return Ok(Err(ContactRefusal::NotOwner {
+                external_id: external_id.to_string(),
+            }));
+        }
+        self.contacts_delete(tenant, external_id).map(Ok)
+    }
 
     // --- integration log and usage ---
     fn log_append(&self, entries: &[LogEntry]) -> Result<()>;
@@ -226,6 +300,13 @@ pub trait Storage: Send + Sync + 'static {
         counters: &[(&str, i64)],
     ) -> Result<()>;
     fn usage_read(&self, tenant: &str) -> Result<Vec<UsageRow>>;
+    /// Delete what [`Retention`] no longer keeps: log lines older than its age or beyond its
+    /// rows per tenant, dead letters older than its age (by when they died). In small
+    /// transactions, so that writers are not held up. The default, for a backend that
+    /// prunes by other means, deletes nothing.
+    fn prune(&self, _now_ms: i64, _retention: &Retention) -> Result<Pruned> {
+        Ok(Pruned::default())
+    }
 
     // --- tenant admin settings ---
     fn override_get(&self, tenant: &str, plugin: &str) -> Result<Option<TenantPluginOverride>>;
@@ -281,6 +362,12 @@ pub trait Storage: Send + Sync + 'static {
     /// [`Storage::reschedule`] after a failure of the plugin itself; also counts it in
     /// [`Delivery::host_failures`].
     fn reschedule_after_host_failure(&self, id: i64, next_at_ms: i64, error: &str) -> Result<()>;
+    /// Hold a pending delivery back until `next_at_ms` without counting an attempt: the host
+    /// did not run it (the invocation budget, the retry floor). The default, for a backend
+    /// without it, holds back every pending delivery of the tenant's plugin ([`Storage::pause`]).
+    fn defer(&self, d: &Delivery, next_at_ms: i64) -> Result<()> {
+        self.pause(&d.tenant, &d.plugin, next_at_ms)
+    }
     fn dead_letter(&self, id: i64, error: &str) -> Result<()>;
     /// Move every pending delivery of a tenant's plugin to `next_at_ms` at the earliest.
     fn pause(&self, tenant: &str, plugin: &str, until_ms: i64) -> Result<()>;

@@ -57,16 +57,18 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_call ON deliveries (tenant, plugin, call_id, status, id);
 CREATE INDEX IF NOT EXISTS state_expiry ON state (tenant, plugin, expires_at)
     WHERE expires_at IS NOT NULL;
--- Bytes (key + value) each plugin stores per tenant, kept by the triggers below, so that the
--- cap check of a write reads one row instead of summing every key the plugin ever stored.
+-- Bytes (key + value) and entries each plugin stores per tenant, kept by the triggers below,
+-- so that the cap check of a write reads one row instead of summing every key the plugin ever
+-- stored. (The cap counts STATE_ROW_OVERHEAD_BYTES per entry on top of `bytes`.)
 CREATE TABLE IF NOT EXISTS state_size (
     tenant TEXT NOT NULL, plugin TEXT NOT NULL, bytes INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, plugin)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS state_size_insert AFTER INSERT ON state BEGIN
-    INSERT INTO state_size (tenant, plugin, bytes)
-    VALUES (new.tenant, new.plugin, LENGTH(CAST(new.key AS BLOB)) + LENGTH(CAST(new.value AS BLOB)))
-    ON CONFLICT (tenant, plugin) DO UPDATE SET bytes = bytes + excluded.bytes;
+CREATE TRIGGER IF NOT EXISTS state_size_insert_v3 AFTER INSERT ON state BEGIN
+    INSERT INTO state_size (tenant, plugin, bytes, rows)
+    VALUES (new.tenant, new.plugin, LENGTH(CAST(new.key AS BLOB)) + LENGTH(CAST(new.value AS BLOB)), 1)
+    ON CONFLICT (tenant, plugin) DO UPDATE SET bytes = bytes + excluded.bytes, rows = rows + 1;
 END;
 CREATE TRIGGER IF NOT EXISTS state_size_update AFTER UPDATE ON state BEGIN
     UPDATE state_size SET bytes = bytes
@@ -74,9 +76,21 @@ CREATE TRIGGER IF NOT EXISTS state_size_update AFTER UPDATE ON state BEGIN
         + LENGTH(CAST(new.key AS BLOB)) + LENGTH(CAST(new.value AS BLOB))
     WHERE tenant = new.tenant AND plugin = new.plugin;
 END;
-CREATE TRIGGER IF NOT EXISTS state_size_delete AFTER DELETE ON state BEGIN
-    UPDATE state_size SET bytes = bytes - LENGTH(CAST(old.key AS BLOB)) - LENGTH(CAST(old.value AS BLOB))
+CREATE TRIGGER IF NOT EXISTS state_size_delete_v3 AFTER DELETE ON state BEGIN
+    UPDATE state_size SET bytes = bytes - LENGTH(CAST(old.key AS BLOB)) - LENGTH(CAST(old.value AS BLOB)),
+        rows = rows - 1
     WHERE tenant = old.tenant AND plugin = old.plugin;
+END;
+-- Entries per tenant's phone book, kept by triggers: the cap check of an upsert reads one row.
+CREATE TABLE IF NOT EXISTS contact_count (
+    tenant TEXT PRIMARY KEY, entries INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS contact_count_insert AFTER INSERT ON contacts BEGIN
+    INSERT INTO contact_count (tenant, entries) VALUES (new.tenant, 1)
+    ON CONFLICT (tenant) DO UPDATE SET entries = entries + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS contact_count_delete AFTER DELETE ON contacts BEGIN
+    UPDATE contact_count SET entries = entries - 1 WHERE tenant = old.tenant;
 END;
 -- The readiness probe's row: one write transaction proves the file can still commit.
 CREATE TABLE IF NOT EXISTS health (
@@ -85,8 +99,8 @@ CREATE TABLE IF NOT EXISTS health (
 "#;
 
 /// `PRAGMA user_version` of the schema above. 1: `state_size` exists and is filled.
-/// 2: `deliveries.host_failures`.
-const SCHEMA_VERSION: i64 = 2;
+/// 2: `deliveries.host_failures`. 3: `state_size.rows` and `contact_count`, filled.
+const SCHEMA_VERSION: i64 = 3;
 
 /// SQLite storage. One connection behind a mutex: SQLite serialises writers anyway, and the
 /// statements here are small.
@@ -113,8 +127,29 @@ impl SqliteStorage {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
-        conn.execute_batch(SCHEMA)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 3 {
+            // state_size counts entries since version 3: its old insert trigger goes, and
+            // a file from before gets the column (SCHEMA creates the new triggers).
+            conn.execute_batch("DROP TRIGGER IF EXISTS state_size_insert;")?;
+            let has_table: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='state_size'",
+                [],
+                |r| r.get(0),
+            )?;
+            let has_rows: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('state_size') WHERE name='rows'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has_table > 0 && has_rows == 0 {
+                conn.execute_batch(
+                    "ALTER TABLE state_size ADD COLUMN rows INTEGER NOT NULL DEFAULT 0;",
+                )?;
+            }
+            conn.execute_batch("DROP TRIGGER IF EXISTS state_size_delete;")?;
+        }
+        conn.execute_batch(SCHEMA)?;
         let has_host_failures: i64 = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('deliveries') WHERE name='host_failures'",
             [],
@@ -126,13 +161,17 @@ impl SqliteStorage {
                 "ALTER TABLE deliveries ADD COLUMN host_failures INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
-        if version < 1 {
-            // A file written before state_size existed: count what it holds once.
+        if version < 3 {
+            // A file written before state_size counted entries (or existed), or before
+            // contact_count: count what it holds once.
             conn.execute_batch(
                 "BEGIN; DELETE FROM state_size; \
-                 INSERT INTO state_size (tenant, plugin, bytes) SELECT tenant, plugin, \
-                 SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))) FROM state \
-                 GROUP BY tenant, plugin; COMMIT;",
+                 INSERT INTO state_size (tenant, plugin, bytes, rows) SELECT tenant, plugin, \
+                 SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), COUNT(*) \
+                 FROM state GROUP BY tenant, plugin; \
+                 DELETE FROM contact_count; \
+                 INSERT INTO contact_count (tenant, entries) SELECT tenant, COUNT(*) \
+                 FROM contacts GROUP BY tenant; COMMIT;",
             )?;
         }
         if version < SCHEMA_VERSION {
@@ -177,8 +216,8 @@ impl Cached for Connection {
     }
 }
 
-/// Bytes (keys + values) a plugin stores for a tenant, and of those the entry `key` (0 if
-/// absent). LENGTH of a TEXT counts characters; the cap is in bytes, so both are cast to BLOB.
+/// Bytes (keys + values + [`STATE_ROW_OVERHEAD_BYTES`] per entry) a plugin stores for a
+/// tenant, and of those the entry `key` (0 if absent). LENGTH of a TEXT counts characters; the cap is in bytes, so both are cast to BLOB.
 fn stored_bytes(
     conn: &Connection,
     tenant: &str,
@@ -187,17 +226,17 @@ fn stored_bytes(
 ) -> rusqlite::Result<(u64, u64)> {
     let total: i64 = conn
         .cached_query_row(
-            "SELECT bytes FROM state_size WHERE tenant=?1 AND plugin=?2",
-            params![tenant, plugin],
+            "SELECT bytes + rows * ?3 FROM state_size WHERE tenant=?1 AND plugin=?2",
+            params![tenant, plugin, STATE_ROW_OVERHEAD_BYTES as i64],
             |r| r.get(0),
         )
         .optional()?
         .unwrap_or(0);
     let this: i64 = conn
         .cached_query_row(
-            "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) FROM state \
+            "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) + ?4 FROM state \
              WHERE tenant=?1 AND plugin=?2 AND key=?3",
-            params![tenant, plugin, key],
+            params![tenant, plugin, key, STATE_ROW_OVERHEAD_BYTES as i64],
             |r| r.get(0),
         )
         .optional()?
@@ -265,6 +304,79 @@ const DELETE_STATE: &str = "DELETE FROM state WHERE tenant=?1 AND plugin=?2 AND 
 
 const DELIVERY_COLUMNS: &str = "id, tenant, plugin, call_id, event_id, payload, status, attempts, next_at, created_at, last_error, host_failures";
 
+/// Insert or replace phone-book entries inside the caller's transaction. A replaced entry
+/// keeps the plugin that wrote it first as its owner.
+fn upsert_contacts(tx: &Connection, tenant: &str, rows: &[ContactRow]) -> Result<()> {
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT INTO contacts (tenant, external_id, plugin, record_type, name, company, email, \
+             account_id, modified_at, phones) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+             ON CONFLICT (tenant, external_id) DO UPDATE SET \
+             record_type=excluded.record_type, name=excluded.name, company=excluded.company, \
+             email=excluded.email, account_id=excluded.account_id, \
+             modified_at=excluded.modified_at, phones=excluded.phones",
+        )?;
+        let mut drop_phones =
+            tx.prepare_cached("DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2")?;
+        let mut put_phone = tx.prepare_cached(
+            "INSERT OR IGNORE INTO contact_phones (tenant, e164, external_id) VALUES (?1,?2,?3)",
+        )?;
+        for c in rows {
+            let phones: Vec<(&str, &str, Option<&str>)> = c
+                .phones
+                .iter()
+                .map(|p| (p.label.as_str(), p.number.as_str(), p.e164.as_deref()))
+                .collect();
+            let phones_json =
+                serde_json::to_string(&phones).map_err(|e| StorageError::Backend(e.to_string()))?;
+            put.execute(params![
+                tenant,
+                c.external_id,
+                c.plugin,
+                c.record_type,
+                c.name,
+                c.company,
+                c.email,
+                c.account_id,
+                c.modified_at,
+                phones_json
+            ])?;
+            drop_phones.execute(params![tenant, c.external_id])?;
+            for p in &c.phones {
+                if let Some(e164) = &p.e164 {
+                    put_phone.execute(params![tenant, e164, c.external_id])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove a phone-book entry inside the caller's transaction; true if it was there.
+fn delete_contact(tx: &Connection, tenant: &str, external_id: &str) -> Result<bool> {
+    tx.cached_execute(
+        "DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2",
+        params![tenant, external_id],
+    )?;
+    let n = tx.cached_execute(
+        "DELETE FROM contacts WHERE tenant=?1 AND external_id=?2",
+        params![tenant, external_id],
+    )?;
+    Ok(n > 0)
+}
+
+/// Entries in a tenant's phone book (kept by triggers).
+fn contact_count(conn: &Connection, tenant: &str) -> rusqlite::Result<u64> {
+    let n: Option<i64> = conn
+        .cached_query_row(
+            "SELECT entries FROM contact_count WHERE tenant=?1",
+            params![tenant],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
 impl Storage for SqliteStorage {
     fn health_probe(&self, now_ms: i64) -> Result<()> {
         let mut conn = self.conn();
@@ -317,7 +429,10 @@ impl Storage for SqliteStorage {
             params![tenant, plugin, crate::clock::now_ms()],
         )?;
         let (stored, replaced) = stored_bytes(&tx, tenant, plugin, key)?;
-        let total = stored.saturating_sub(replaced) + key.len() as u64 + value.len() as u64;
+        let total = stored.saturating_sub(replaced)
+            + key.len() as u64
+            + value.len() as u64
+            + STATE_ROW_OVERHEAD_BYTES;
         if total > max_total_bytes {
             return Ok(Err(max_total_bytes));
         }
@@ -365,48 +480,7 @@ impl Storage for SqliteStorage {
     fn contacts_upsert(&self, tenant: &str, rows: &[ContactRow]) -> Result<u32> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO contacts (tenant, external_id, plugin, record_type, name, company, email, \
-                 account_id, modified_at, phones) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
-                 ON CONFLICT (tenant, external_id) DO UPDATE SET plugin=excluded.plugin, \
-                 record_type=excluded.record_type, name=excluded.name, company=excluded.company, \
-                 email=excluded.email, account_id=excluded.account_id, \
-                 modified_at=excluded.modified_at, phones=excluded.phones",
-            )?;
-            let mut drop_phones =
-                tx.prepare_cached("DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2")?;
-            let mut put_phone = tx.prepare_cached(
-                "INSERT OR IGNORE INTO contact_phones (tenant, e164, external_id) VALUES (?1,?2,?3)",
-            )?;
-            for c in rows {
-                let phones: Vec<(&str, &str, Option<&str>)> = c
-                    .phones
-                    .iter()
-                    .map(|p| (p.label.as_str(), p.number.as_str(), p.e164.as_deref()))
-                    .collect();
-                let phones_json = serde_json::to_string(&phones)
-                    .map_err(|e| StorageError::Backend(e.to_string()))?;
-                put.execute(params![
-                    tenant,
-                    c.external_id,
-                    c.plugin,
-                    c.record_type,
-                    c.name,
-                    c.company,
-                    c.email,
-                    c.account_id,
-                    c.modified_at,
-                    phones_json
-                ])?;
-                drop_phones.execute(params![tenant, c.external_id])?;
-                for p in &c.phones {
-                    if let Some(e164) = &p.e164 {
-                        put_phone.execute(params![tenant, e164, c.external_id])?;
-                    }
-                }
-            }
-        }
+        upsert_contacts(&tx, tenant, rows)?;
         tx.commit()?;
         Ok(rows.len() as u32)
     }
@@ -414,16 +488,9 @@ impl Storage for SqliteStorage {
     fn contacts_delete(&self, tenant: &str, external_id: &str) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.cached_execute(
-            "DELETE FROM contact_phones WHERE tenant=?1 AND external_id=?2",
-            params![tenant, external_id],
-        )?;
-        let n = tx.cached_execute(
-            "DELETE FROM contacts WHERE tenant=?1 AND external_id=?2",
-            params![tenant, external_id],
-        )?;
+        let found = delete_contact(&tx, tenant, external_id)?;
         tx.commit()?;
-        Ok(n > 0)
+        Ok(found)
     }
 
     fn contacts_get(&self, tenant: &str, external_id: &str) -> Result<Option<ContactRow>> {
@@ -464,12 +531,73 @@ impl Storage for SqliteStorage {
     }
 
     fn contacts_count(&self, tenant: &str) -> Result<u64> {
-        let n: i64 = self.conn().cached_query_row(
-            "SELECT COUNT(*) FROM contacts WHERE tenant=?1",
-            params![tenant],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+        Ok(contact_count(&self.conn(), tenant)?)
+    }
+
+    fn contacts_upsert_checked(
+        &self,
+        tenant: &str,
+        rows: &[ContactRow],
+        writer: ContactWriter<'_>,
+        max_entries: u64,
+    ) -> Result<std::result::Result<u32, ContactRefusal>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut new_ids = std::collections::BTreeSet::new();
+        {
+            let mut owner_of = tx
+                .prepare_cached("SELECT plugin FROM contacts WHERE tenant=?1 AND external_id=?2")?;
+            for r in rows {
+                let owner: Option<String> = owner_of
+                    .query_row(params![tenant, r.external_id], |row| row.get(0))
+                    .optional()?;
+                match (owner, writer) {
+                    (None, _) => {
+                        new_ids.insert(r.external_id.as_str());
+                    }
+                    (Some(owner), ContactWriter::Owner(me)) if owner != me => {
+                        return Ok(Err(ContactRefusal::NotOwner {
+                            external_id: r.external_id.clone(),
+                        }));
+                    }
+                    (Some(_), _) => {}
+                }
+            }
+        }
+        let new = new_ids.len() as u64;
+        if new > 0 && contact_count(&tx, tenant)?.saturating_add(new) > max_entries {
+            return Ok(Err(ContactRefusal::Full { limit: max_entries }));
+        }
+        upsert_contacts(&tx, tenant, rows)?;
+        tx.commit()?;
+        Ok(Ok(rows.len() as u32))
+    }
+
+    fn contacts_delete_checked(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        writer: ContactWriter<'_>,
+    ) -> Result<std::result::Result<bool, ContactRefusal>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .cached_query_row(
+                "SELECT plugin FROM contacts WHERE tenant=?1 AND external_id=?2",
+                params![tenant, external_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let (Some(owner), ContactWriter::Owner(me)) = (&owner, writer)
+            && owner != me
+        {
+            return Ok(Err(ContactRefusal::NotOwner {
+                external_id: external_id.to_string(),
+            }));
+        }
+        let found = delete_contact(&tx, tenant, external_id)?;
+        tx.commit()?;
+        Ok(Ok(found))
     }
 
     fn log_append(&self, entries: &[LogEntry]) -> Result<()> {
@@ -555,6 +683,77 @@ impl Storage for SqliteStorage {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn prune(&self, now_ms: i64, retention: &Retention) -> Result<Pruned> {
+        // Small transactions: the connection is shared with every writer of the host.
+        const CHUNK: i64 = 5_000;
+        let mut pruned = Pruned::default();
+        let log_cutoff = retention.log_cutoff_ms(now_ms);
+        let keep = i64::try_from(retention.log_rows_per_tenant).unwrap_or(i64::MAX);
+        let mut after = String::new();
+        // Tenant by tenant, each found through the index (no scan of every line).
+        loop {
+            // The lock is taken per statement, never across them (it is not re-entrant).
+            let next: Option<String> = {
+                let conn = self.conn();
+                conn.cached_query_row(
+                    "SELECT tenant FROM log WHERE tenant > ?1 ORDER BY tenant LIMIT 1",
+                    params![after],
+                    |r| r.get(0),
+                )
+                .optional()?
+            };
+            let Some(tenant) = next else { break };
+            after = tenant.clone();
+            let tenant = &tenant;
+            // Lines are appended in time order: everything below the first line young enough
+            // and inside the newest `keep` goes (found through the (tenant, id) index).
+            let conn = self.conn();
+            let first_young: Option<i64> = conn
+                .cached_query_row(
+                    "SELECT id FROM log WHERE tenant=?1 AND at >= ?2 ORDER BY id LIMIT 1",
+                    params![tenant, log_cutoff],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let first_kept: Option<i64> = conn
+                .cached_query_row(
+                    "SELECT id FROM log WHERE tenant=?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                    params![tenant, keep.saturating_sub(1)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            drop(conn);
+            // No young line: all go. No line beyond `keep`: the count keeps them all.
+            let below = first_young
+                .unwrap_or(i64::MAX)
+                .max(first_kept.unwrap_or(i64::MIN));
+            loop {
+                let n = self.conn().cached_execute(
+                    "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE tenant=?1 AND id < ?2 \
+                     ORDER BY id LIMIT ?3)",
+                    params![tenant, below, CHUNK],
+                )?;
+                pruned.log_rows += n as u64;
+                if (n as i64) < CHUNK {
+                    break;
+                }
+            }
+        }
+        let dead_cutoff = retention.dead_letter_cutoff_ms(now_ms);
+        loop {
+            let n = self.conn().cached_execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                 WHERE status='dead' AND next_at < ?1 LIMIT ?2)",
+                params![dead_cutoff, CHUNK],
+            )?;
+            pruned.dead_letters += n as u64;
+            if (n as i64) < CHUNK {
+                break;
+            }
+        }
+        Ok(pruned)
     }
 
     fn override_get(&self, tenant: &str, plugin: &str) -> Result<Option<TenantPluginOverride>> {
@@ -741,10 +940,20 @@ impl Storage for SqliteStorage {
         Ok(())
     }
 
-    fn dead_letter(&self, id: i64, error: &str) -> Result<()> {
+    fn defer(&self, d: &Delivery, next_at_ms: i64) -> Result<()> {
         self.conn().cached_execute(
-            "UPDATE deliveries SET status='dead', attempts=attempts+1, last_error=?2 WHERE id=?1",
-            params![id, error],
+            "UPDATE deliveries SET next_at=MAX(next_at, ?2) WHERE id=?1 AND status='pending'",
+            params![d.id, next_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn dead_letter(&self, id: i64, error: &str) -> Result<()> {
+        // next_at of a dead letter is when it died: its retention runs from there.
+        self.conn().cached_execute(
+            "UPDATE deliveries SET status='dead', attempts=attempts+1, last_error=?2, next_at=?3 \
+             WHERE id=?1",
+            params![id, error, crate::clock::now_ms()],
         )?;
         Ok(())
     }
@@ -882,15 +1091,15 @@ mod tests {
     #[test]
     fn state_cap_counts_bytes_not_characters() {
         let s = SqliteStorage::in_memory().unwrap();
-        // 30 characters of Japanese are 90 bytes
-        s.state_set("a", "p", "k1", &"あ".repeat(30), None, 100)
+        // 30 characters of Japanese are 90 bytes (and each entry counts 32 more)
+        s.state_set("a", "p", "k1", &"あ".repeat(30), None, 170)
             .unwrap()
             .unwrap();
         assert_eq!(
-            s.state_set("a", "p", "k2", &"x".repeat(20), None, 100)
+            s.state_set("a", "p", "k2", &"x".repeat(20), None, 170)
                 .unwrap(),
-            Err(100),
-            "92 + 22 bytes exceed the 100-byte cap"
+            Err(170),
+            "124 + 54 bytes exceed the 170-byte cap (in characters they would fit)"
         );
     }
 
@@ -905,8 +1114,8 @@ mod tests {
                 .unwrap(),
             Err(100)
         );
-        // replacing a key counts only its new size
-        s.state_set("a", "p", "k1", &"y".repeat(90), None, 100)
+        // replacing a key counts only its new size: 2 + 66 + 32
+        s.state_set("a", "p", "k1", &"y".repeat(66), None, 100)
             .unwrap()
             .unwrap();
     }
@@ -915,16 +1124,17 @@ mod tests {
         let conn = s.conn();
         let kept: i64 = conn
             .query_row(
-                "SELECT COALESCE(SUM(bytes), 0) FROM state_size WHERE tenant=?1 AND plugin=?2",
-                params![tenant, plugin],
+                "SELECT COALESCE(SUM(bytes + rows * ?3), 0) FROM state_size \
+                 WHERE tenant=?1 AND plugin=?2",
+                params![tenant, plugin, STATE_ROW_OVERHEAD_BYTES as i64],
                 |r| r.get(0),
             )
             .unwrap();
         let summed: i64 = conn
             .query_row(
-                "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))), 0) \
+                "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)) + ?3), 0) \
                  FROM state WHERE tenant=?1 AND plugin=?2",
-                params![tenant, plugin],
+                params![tenant, plugin, STATE_ROW_OVERHEAD_BYTES as i64],
                 |r| r.get(0),
             )
             .unwrap();
@@ -959,7 +1169,7 @@ mod tests {
         assert!(kept > 0);
         assert_eq!(s.state_get("a", "p", "gone-soon", 0).unwrap(), None);
         let (kept_b, summed_b) = summed_state_bytes(&s, "b", "p");
-        assert_eq!((kept_b, summed_b), (14, 14));
+        assert_eq!((kept_b, summed_b), (14 + 32, 14 + 32));
     }
 
     #[test]
@@ -1077,13 +1287,27 @@ mod tests {
                 .unwrap();
         }
         let s = SqliteStorage::open(&path).unwrap();
-        assert_eq!(summed_state_bytes(&s, "a", "p"), (61, 61));
+        assert_eq!(summed_state_bytes(&s, "a", "p"), (93, 93));
         assert_eq!(
             s.state_set("a", "p", "k2", &"x".repeat(60), None, 100)
                 .unwrap(),
             Err(100),
-            "the 61 bytes stored before count toward the cap"
+            "the 93 bytes stored before count toward the cap"
         );
+    }
+
+    #[test]
+    fn empty_state_entries_are_bounded_by_the_per_entry_overhead() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let stored = (0..1000)
+            .take_while(|i| {
+                s.state_set("a", "p", &format!("{i:03}"), "", None, 3500)
+                    .unwrap()
+                    .is_ok()
+            })
+            .count();
+        // 3 + 0 + 32 bytes each: 100 fit in 3,500 bytes (none would be refused without it).
+        assert_eq!(stored, 100);
     }
 
     #[test]
@@ -1153,6 +1377,252 @@ mod tests {
             !s.replay("b", ids[0], 2000).unwrap(),
             "another tenant cannot replay it"
         );
+    }
+
+    fn log_line(tenant: &str, at: i64, message: &str) -> LogEntry {
+        LogEntry {
+            id: 0,
+            tenant: tenant.into(),
+            plugin: "p".into(),
+            invocation: "i".into(),
+            at,
+            level: "info".into(),
+            message: message.into(),
+        }
+    }
+
+    fn count(s: &SqliteStorage, sql: &str) -> i64 {
+        s.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn pruning_drops_old_and_surplus_log_lines_and_old_dead_letters_in_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("host.sqlite3")).unwrap();
+        let day = 86_400_000;
+        let now = 100 * day;
+        // acme: 30 lines 20 days old, then 30 of today; globex: 10 of today.
+        let mut lines: Vec<LogEntry> = (0..30)
+            .map(|i| log_line("acme", now - 20 * day + i, "old"))
+            .collect();
+        lines.extend((0..30).map(|i| log_line("acme", now - 1000 + i, "new")));
+        lines.extend((0..10).map(|i| log_line("globex", now - 1000 + i, "new")));
+        s.log_append(&lines).unwrap();
+        // Two dead letters: one died 40 days ago, one yesterday; a pending delivery.
+        let ids = s
+            .enqueue(
+                &[
+                    delivery("acme", "c1", "e1"),
+                    delivery("acme", "c2", "e2"),
+                    delivery("acme", "c3", "e3"),
+                ],
+                0,
+            )
+            .unwrap();
+        s.dead_letter(ids[0], "gave up").unwrap();
+        s.dead_letter(ids[1], "gave up").unwrap();
+        s.conn()
+            .execute(
+                "UPDATE deliveries SET next_at=?2 WHERE id=?1",
+                params![ids[0], now - 40 * day],
+            )
+            .unwrap();
+        s.conn()
+            .execute(
+                "UPDATE deliveries SET next_at=?2 WHERE id=?1",
+                params![ids[1], now - day],
+            )
+            .unwrap();
+        let retention = Retention {
+            log_days: 14,
+            log_rows_per_tenant: 25,
+            dead_letter_days: 30,
+        };
+        let pruned = s.prune(now, &retention).unwrap();
+        // acme: the 30 old lines by age, then 5 of the new ones by the row cap.
+        assert_eq!(
+            pruned,
+            Pruned {
+                log_rows: 35,
+                dead_letters: 1
+            }
+        );
+        let acme = s.log_read("acme", 1000).unwrap();
+        assert_eq!(acme.len(), 25);
+        assert!(acme.iter().all(|l| l.message == "new"));
+        assert_eq!(
+            acme.last().unwrap().at,
+            now - 1000 + 5,
+            "the oldest went first"
+        );
+        assert_eq!(
+            s.log_read("globex", 1000).unwrap().len(),
+            10,
+            "globex untouched"
+        );
+        let dead = s
+            .deliveries("acme", Some(DeliveryStatus::Dead), 10)
+            .unwrap();
+        assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[1]]);
+        assert_eq!(
+            s.pending_count().unwrap(),
+            1,
+            "pending deliveries are never pruned"
+        );
+        // Nothing more to do on a second pass; the file still answers after reopening.
+        assert_eq!(s.prune(now, &retention).unwrap(), Pruned::default());
+        drop(s);
+        let s = SqliteStorage::open(&dir.path().join("host.sqlite3")).unwrap();
+        assert_eq!(count(&s, "SELECT COUNT(*) FROM log"), 35);
+    }
+
+    #[test]
+    fn a_dead_letter_remembers_when_it_died() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let ids = s.enqueue(&[delivery("a", "c1", "e1")], 0).unwrap();
+        let before = crate::clock::now_ms();
+        s.dead_letter(ids[0], "gave up").unwrap();
+        let d = &s.deliveries("a", Some(DeliveryStatus::Dead), 1).unwrap()[0];
+        assert!(d.next_at >= before, "{} < {before}", d.next_at);
+    }
+
+    fn entry(id: &str, plugin: &str) -> ContactRow {
+        ContactRow {
+            external_id: id.into(),
+            plugin: plugin.into(),
+            record_type: "Contact".into(),
+            name: id.into(),
+            company: None,
+            email: None,
+            phones: vec![],
+            account_id: None,
+            modified_at: None,
+        }
+    }
+
+    #[test]
+    fn checked_contact_writes_keep_owners_and_the_cap_all_or_nothing() {
+        let s = SqliteStorage::in_memory().unwrap();
+        let import = ContactWriter::Owner("import");
+        assert_eq!(
+            s.contacts_upsert_checked(
+                "a",
+                &[entry("1", "import"), entry("2", "import")],
+                import,
+                3
+            )
+            .unwrap(),
+            Ok(2)
+        );
+        // Over the cap: nothing of the batch is written; replacing entries still fits.
+        assert_eq!(
+            s.contacts_upsert_checked(
+                "a",
+                &[
+                    entry("1", "import"),
+                    entry("3", "import"),
+                    entry("4", "import")
+                ],
+                import,
+                3
+            )
+            .unwrap(),
+            Err(ContactRefusal::Full { limit: 3 })
+        );
+        assert_eq!(s.contacts_count("a").unwrap(), 2);
+        assert!(s.contacts_get("a", "3").unwrap().is_none());
+        assert_eq!(
+            s.contacts_upsert_checked(
+                "a",
+                &[entry("1", "import"), entry("1", "import")],
+                import,
+                2
+            )
+            .unwrap(),
+            Ok(2)
+        );
+        // Another plugin: refused, also within a batch of its own new entries.
+        let other = ContactWriter::Owner("rogue");
+        assert_eq!(
+            s.contacts_upsert_checked("a", &[entry("9", "rogue"), entry("1", "rogue")], other, 10)
+                .unwrap(),
+            Err(ContactRefusal::NotOwner {
+                external_id: "1".into()
+            })
+        );
+        assert!(s.contacts_get("a", "9").unwrap().is_none());
+        assert_eq!(
+            s.contacts_delete_checked("a", "1", other).unwrap(),
+            Err(ContactRefusal::NotOwner {
+                external_id: "1".into()
+            })
+        );
+        // With the operator's read-write-all: allowed, and the entry keeps its owner.
+        assert_eq!(
+            s.contacts_upsert_checked("a", &[entry("1", "rogue")], ContactWriter::Any, 10)
+                .unwrap(),
+            Ok(1)
+        );
+        assert_eq!(s.contacts_get("a", "1").unwrap().unwrap().plugin, "import");
+        assert_eq!(
+            s.contacts_delete_checked("a", "2", ContactWriter::Any)
+                .unwrap(),
+            Ok(true)
+        );
+        assert_eq!(
+            s.contacts_delete_checked("a", "2", import).unwrap(),
+            Ok(false)
+        );
+        assert_eq!(s.contacts_count("a").unwrap(), 1);
+        assert_eq!(
+            count(&s, "SELECT COUNT(*) FROM contacts WHERE tenant='a'"),
+            1,
+            "the kept count matches the rows"
+        );
+    }
+
+    #[test]
+    fn a_version_2_file_counts_state_entries_and_phone_books_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.sqlite3");
+        {
+            // As a version-2 host left it: state_size without entry counts, its triggers,
+            // no contact_count.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE state (tenant TEXT NOT NULL, plugin TEXT NOT NULL, key TEXT NOT NULL, \
+                 value TEXT NOT NULL, expires_at INTEGER, PRIMARY KEY (tenant, plugin, key)) WITHOUT ROWID; \
+                 CREATE TABLE state_size (tenant TEXT NOT NULL, plugin TEXT NOT NULL, \
+                 bytes INTEGER NOT NULL, PRIMARY KEY (tenant, plugin)) WITHOUT ROWID; \
+                 CREATE TRIGGER state_size_insert AFTER INSERT ON state BEGIN \
+                 INSERT INTO state_size (tenant, plugin, bytes) VALUES (new.tenant, new.plugin, \
+                 LENGTH(CAST(new.key AS BLOB)) + LENGTH(CAST(new.value AS BLOB))) \
+                 ON CONFLICT (tenant, plugin) DO UPDATE SET bytes = bytes + excluded.bytes; END; \
+                 CREATE TRIGGER state_size_delete AFTER DELETE ON state BEGIN \
+                 UPDATE state_size SET bytes = bytes - LENGTH(CAST(old.key AS BLOB)) \
+                 - LENGTH(CAST(old.value AS BLOB)) WHERE tenant = old.tenant AND plugin = old.plugin; END; \
+                 CREATE TABLE contacts (tenant TEXT NOT NULL, external_id TEXT NOT NULL, \
+                 plugin TEXT NOT NULL, record_type TEXT NOT NULL, name TEXT NOT NULL, company TEXT, \
+                 email TEXT, account_id TEXT, modified_at INTEGER, phones TEXT NOT NULL, \
+                 PRIMARY KEY (tenant, external_id)) WITHOUT ROWID; \
+                 INSERT INTO state VALUES ('a', 'p', 'k', 'v', NULL); \
+                 INSERT INTO contacts VALUES ('a', '1', 'p', 'Contact', 'One', NULL, NULL, NULL, NULL, '[]'); \
+                 INSERT INTO contacts VALUES ('a', '2', 'p', 'Contact', 'Two', NULL, NULL, NULL, NULL, '[]'); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let s = SqliteStorage::open(&path).unwrap();
+        assert_eq!(summed_state_bytes(&s, "a", "p"), (2 + 32, 2 + 32));
+        assert_eq!(s.contacts_count("a").unwrap(), 2);
+        s.state_set("a", "p", "k2", "v", None, 1 << 20)
+            .unwrap()
+            .unwrap();
+        s.state_delete("a", "p", "k").unwrap();
+        assert_eq!(summed_state_bytes(&s, "a", "p"), (35, 35));
+        s.contacts_upsert("a", &[entry("3", "p")]).unwrap();
+        assert!(s.contacts_delete("a", "1").unwrap());
+        assert_eq!(s.contacts_count("a").unwrap(), 2);
     }
 
     #[test]

@@ -522,15 +522,9 @@ impl<H: Host> Run<'_, H> {
     fn upsert_case(&mut self, field: &str) -> Result<(), PluginError> {
         let call_id = self.call().call_id.clone();
         let record = case_record(self.cfg, self.call(), &self.st, false);
-        let upserted = pbx_salesforce::create_once::upsert(
-            self.client,
-            "Case",
-            field,
-            &call_id,
-            &record,
-            &[],
-        )
-        .map_err(|e| fail(self.host(), "upserting the Case", e))?;
+        let upserted =
+            pbx_salesforce::create_once::upsert(self.client, "Case", field, &call_id, &record, &[])
+                .map_err(|e| fail(self.host(), "upserting the Case", e))?;
         let Some(id) = upserted else {
             return Err(PluginError::config(format!(
                 "case_external_id_field: Salesforce answered the upsert of call {call_id} \

@@ -139,6 +139,25 @@ fn delivery_of<'a>(deliveries: &'a [Value], event_id: &str) -> Option<&'a Value>
     deliveries.iter().find(|d| d["event_id"] == event_id)
 }
 
+/// `GET /metrics` as Prometheus scrapes it (no token): the value of each sample line.
+async fn scrape(host: &HostProcess) -> std::collections::BTreeMap<String, f64> {
+    let resp = host
+        .http
+        .get(format!("{}/metrics", host.api))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.expect("metrics text");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_makes_the_host_unready_and_freeing_it_makes_it_ready_again() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -192,6 +211,24 @@ async fn a_full_disk_makes_the_host_unready_and_freeing_it_makes_it_ready_again(
     trigger(&triggers, "fill", "full", &host).await;
     let unready = wait_ready_status(&host, 503, Duration::from_secs(5)).await;
     assert_eq!(unready["ready"], false, "{unready}");
+    let m = scrape(&host).await;
+    assert_eq!(m.get("pbx_host_up"), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("pbx_host_ready"), Some(&0.0), "{m:?}");
+    assert_eq!(
+        m.get("pbx_host_readiness_check{check=\"storage\"}"),
+        Some(&0.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("pbx_host_readiness_check{check=\"queue\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert!(
+        m.get("pbx_host_deliveries_pending")
+            .is_some_and(|n| *n >= 1.0),
+        "the event accepted before is queued: {m:?}"
+    );
     let storage = &unready["checks"]["storage"];
     assert_eq!(storage["ok"], false, "{unready}");
     let reason = storage["reason"].as_str().unwrap_or_default();
@@ -227,6 +264,13 @@ async fn a_full_disk_makes_the_host_unready_and_freeing_it_makes_it_ready_again(
     trigger(&triggers, "free", "freed", &host).await;
     let ready = wait_ready_status(&host, 200, Duration::from_secs(5)).await;
     assert_eq!(ready["checks"]["storage"]["ok"], true, "{ready}");
+    let m = scrape(&host).await;
+    assert_eq!(m.get("pbx_host_ready"), Some(&1.0), "{m:?}");
+    assert_eq!(
+        m.get("pbx_host_readiness_check{check=\"storage\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
     let after = event("after-free");
     let (status, body) = host.try_post("/v1/events", &after).await.expect("post");
     assert_eq!(status, 202, "ingest works again without a restart: {body}");

@@ -1743,102 +1743,188 @@ fn queue_entered(tenant: &str, call: &str, caller: &str) -> Value {
     })
 }
 
+/// The three tenants of the crash-mid-create tests: `single` (history logger, unbatched),
+/// `batched` (history logger, batched) and `cases` (case creation), each on its own org whose
+/// every create (or upsert) Salesforce holds for [`SLOW_CREATE`] before committing it.
+struct SlowCreates {
+    _sf: StandIn,
+    org_s: Org,
+    org_b: Org,
+    org_c: Org,
+    dir: tempfile::TempDir,
+    /// Every call posted: (single, batched, (queue call, caller)).
+    calls_s: BTreeSet<String>,
+    calls_b: BTreeSet<String>,
+    calls_c: Vec<(String, String)>,
+}
+
+impl SlowCreates {
+    /// `upsert_field`: the tenants upsert by this External ID field instead of creating.
+    async fn new(upsert_field: Option<&str>) -> SlowCreates {
+        let sf = standin().await;
+        let (org_s, org_b, org_c) = (
+            sf.add_org(OrgSpec::default()),
+            sf.add_org(OrgSpec::default()),
+            sf.add_org(OrgSpec::default()),
+        );
+        let (method, paths) = match upsert_field {
+            None => (
+                "POST",
+                ["/sobjects/Task", "/composite/sobjects", "/sobjects/Case"],
+            ),
+            Some(_) => (
+                "PATCH",
+                [
+                    "/sobjects/Task/",
+                    "/composite/sobjects/Task/",
+                    "/sobjects/Case/",
+                ],
+            ),
+        };
+        for ((org, sobject), path) in [(&org_s, "Task"), (&org_b, "Task"), (&org_c, "Case")]
+            .into_iter()
+            .zip(paths)
+        {
+            if let Some(field) = upsert_field {
+                org.add_custom_field_with(
+                    sobject,
+                    sf_standin::CustomField::new(field, sf_standin::CustomFieldType::String)
+                        .external_id(),
+                )
+                .expect("external-id field");
+            }
+            org.inject(
+                Fault::new(FaultKind::Latency(SLOW_CREATE))
+                    .method(method)
+                    .path_contains(path)
+                    .times(u32::MAX),
+            );
+        }
+        let (task_extra, case_extra) = match upsert_field {
+            None => (
+                SLOW_CREATE_TIMEOUT.to_string(),
+                SLOW_CREATE_TIMEOUT.to_string(),
+            ),
+            Some(f) => (
+                format!(", task_external_id_field = \"{f}\""),
+                format!(", case_external_id_field = \"{f}\""),
+            ),
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut single = TenantSetup::new("single", &sf, &org_s);
+        single.plugin_lines = "batch_window_ms = 0".into();
+        single.config_extra = task_extra.clone();
+        let mut batched = TenantSetup::new("batched", &sf, &org_b);
+        batched.config_extra = task_extra;
+        write_setup(dir.path(), Some(BATCH), &[single, batched]);
+        let spec_c = org_c.spec();
+        let mut toml = std::fs::read_to_string(dir.path().join("plugins.toml")).expect("toml");
+        toml.push_str(
+            &case_creation_toml("cases", &sf.base_url(), &spec_c)
+                .replace(SLOW_CREATE_TIMEOUT, &case_extra),
+        );
+        std::fs::write(dir.path().join("plugins.toml"), toml).expect("toml");
+        let mut secrets =
+            std::fs::read_to_string(dir.path().join("secrets.toml")).expect("secrets");
+        secrets.push_str(&format!(
+            "[cases.case-creation]\n\"salesforce.password\" = \"{}\"\n\"salesforce.security_token\" = \"{}\"\n\"salesforce.client_secret\" = \"{}\"\n",
+            spec_c.password, spec_c.security_token, spec_c.client_secret
+        ));
+        std::fs::write(dir.path().join("secrets.toml"), secrets).expect("secrets");
+        SlowCreates {
+            _sf: sf,
+            org_s,
+            org_b,
+            org_c,
+            dir,
+            calls_s: BTreeSet::new(),
+            calls_b: BTreeSet::new(),
+            calls_c: Vec::new(),
+        }
+    }
+
+    /// Posts round `round`: 3 single calls, 10 batched calls, 2 queue calls. Returns the
+    /// round's (tenant, call) Tasks and queue calls.
+    async fn post_round(
+        &mut self,
+        host: &HostProcess,
+        round: usize,
+    ) -> (Vec<(&'static str, String)>, Vec<String>) {
+        let mut tasks = Vec::new();
+        for (tenant, letter, n) in [("single", 's', 3), ("batched", 'b', 10)] {
+            for i in 0..n {
+                let id = format!("r{round}-{letter}{i}");
+                let call = ended_call(
+                    tenant,
+                    &id,
+                    "inbound",
+                    "0312345678",
+                    "0501111222",
+                    "answered",
+                    30,
+                );
+                post_ok(host, &call).await;
+                if tenant == "single" {
+                    self.calls_s.insert(id.clone());
+                } else {
+                    self.calls_b.insert(id.clone());
+                }
+                tasks.push((tenant, id));
+            }
+        }
+        let mut cases = Vec::new();
+        for i in 0..2 {
+            let id = format!("r{round}-q{i}");
+            let caller = format!("0355{round:02}{i:04}");
+            post_ok(host, &queue_entered("cases", &id, &caller)).await;
+            cases.push(id.clone());
+            self.calls_c.push((id, caller));
+        }
+        (tasks, cases)
+    }
+
+    /// Every departure from "one Task per call, one Case per queue call".
+    fn problems(&self) -> Vec<String> {
+        let mut problems = exactly_once_problems("single", &self.org_s, &self.calls_s);
+        problems.extend(exactly_once_problems("batched", &self.org_b, &self.calls_b));
+        let cases = self.org_c.records("Case");
+        for (call, caller) in &self.calls_c {
+            let n = cases
+                .iter()
+                .filter(|c| c["SuppliedPhone"].as_str() == Some(caller.as_str()))
+                .count();
+            if n != 1 {
+                problems.push(format!("cases: queue call {call} has {n} Cases"));
+            }
+        }
+        if cases.len() != self.calls_c.len() {
+            problems.push(format!(
+                "cases: {} Cases for {} queue calls",
+                cases.len(),
+                self.calls_c.len()
+            ));
+        }
+        problems
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_creates_in_flight_that_salesforce_commits_after_the_restart_writes_each_record_once()
  {
     let t0 = Instant::now();
-    let sf = standin().await;
-    let (org_s, org_b, org_c) = (
-        sf.add_org(OrgSpec::default()),
-        sf.add_org(OrgSpec::default()),
-        sf.add_org(OrgSpec::default()),
-    );
-    for (org, path) in [
-        (&org_s, "/sobjects/Task"),
-        (&org_b, "/composite/sobjects"),
-        (&org_c, "/sobjects/Case"),
-    ] {
-        org.inject(
-            Fault::new(FaultKind::Latency(SLOW_CREATE))
-                .method("POST")
-                .path_contains(path)
-                .times(u32::MAX),
-        );
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut single = TenantSetup::new("single", &sf, &org_s);
-    single.plugin_lines = "batch_window_ms = 0".into();
-    single.config_extra = SLOW_CREATE_TIMEOUT.into();
-    let mut batched = TenantSetup::new("batched", &sf, &org_b);
-    batched.config_extra = SLOW_CREATE_TIMEOUT.into();
-    write_setup(dir.path(), Some(BATCH), &[single, batched]);
-    let spec_c = org_c.spec();
-    let mut toml = std::fs::read_to_string(dir.path().join("plugins.toml")).expect("toml");
-    toml.push_str(&case_creation_toml("cases", &sf.base_url(), &spec_c));
-    std::fs::write(dir.path().join("plugins.toml"), toml).expect("toml");
-    let mut secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).expect("secrets");
-    secrets.push_str(&format!(
-        "[cases.case-creation]\n\"salesforce.password\" = \"{}\"\n\"salesforce.security_token\" = \"{}\"\n\"salesforce.client_secret\" = \"{}\"\n",
-        spec_c.password, spec_c.security_token, spec_c.client_secret
-    ));
-    std::fs::write(dir.path().join("secrets.toml"), secrets).expect("secrets");
-
-    let db = database(dir.path());
+    let mut f = SlowCreates::new(None).await;
+    let dir = f.dir.path().to_path_buf();
+    let db = database(&dir);
     let case_pending = |call: &str| {
         db.state_get("cases", "case-creation", &format!("case:{call}"), now_ms())
             .expect("state")
             .and_then(|v| serde_json::from_str::<Value>(&v).ok())
             .is_some_and(|v| v["pending_since"].is_i64())
     };
-    let mut host = HostProcess::start(dir.path()).await;
-    let (mut calls_s, mut calls_b, mut calls_c) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    let mut host = HostProcess::start(&dir).await;
     let mut restarts = Vec::new();
     for round in 0..KILL_ROUNDS {
-        let mut round_tasks = Vec::new();
-        for i in 0..3 {
-            let id = format!("r{round}-s{i}");
-            post_ok(
-                &host,
-                &ended_call(
-                    "single",
-                    &id,
-                    "inbound",
-                    "0312345678",
-                    "0501111222",
-                    "answered",
-                    30,
-                ),
-            )
-            .await;
-            round_tasks.push(("single", id.clone()));
-            calls_s.insert(id);
-        }
-        for i in 0..10 {
-            let id = format!("r{round}-b{i}");
-            post_ok(
-                &host,
-                &ended_call(
-                    "batched",
-                    &id,
-                    "inbound",
-                    "0312345678",
-                    "0501111222",
-                    "answered",
-                    30,
-                ),
-            )
-            .await;
-            round_tasks.push(("batched", id.clone()));
-            calls_b.insert(id);
-        }
-        let mut round_cases = Vec::new();
-        for i in 0..2 {
-            let id = format!("r{round}-q{i}");
-            let caller = format!("0355{round:02}{i:04}");
-            post_ok(&host, &queue_entered("cases", &id, &caller)).await;
-            round_cases.push(id.clone());
-            calls_c.push((id, caller));
-        }
+        let (round_tasks, round_cases) = f.post_round(&host, round).await;
         // Every create of the round is on its way to Salesforce (its marker is committed
         // before the request leaves), none answered yet: kill, and restart at once.
         wait_for(
@@ -1854,7 +1940,7 @@ async fn sigkill_with_creates_in_flight_that_salesforce_commits_after_the_restar
         .await;
         host.kill();
         let down = Instant::now();
-        host = HostProcess::start(dir.path()).await;
+        host = HostProcess::start(&dir).await;
         restarts.push(down.elapsed());
         assert!(
             down.elapsed() < SLOW_CREATE,
@@ -1869,30 +1955,11 @@ async fn sigkill_with_creates_in_flight_that_salesforce_commits_after_the_restar
         Duration::from_secs(120),
     )
     .await;
-
-    let mut problems = exactly_once_problems("single", &org_s, &calls_s);
-    problems.extend(exactly_once_problems("batched", &org_b, &calls_b));
-    let cases = org_c.records("Case");
-    for (call, caller) in &calls_c {
-        let n = cases
-            .iter()
-            .filter(|c| c["SuppliedPhone"].as_str() == Some(caller.as_str()))
-            .count();
-        if n != 1 {
-            problems.push(format!("cases: queue call {call} has {n} Cases"));
-        }
-    }
-    if cases.len() != calls_c.len() {
-        problems.push(format!(
-            "cases: {} Cases for {} queue calls",
-            cases.len(),
-            calls_c.len()
-        ));
-    }
     let mut logs = Vec::new();
     for t in ["single", "batched", "cases"] {
         logs.extend(host.log_lines(t).await);
     }
+    let problems = f.problems();
     assert!(problems.is_empty(), "{problems:#?}\n{logs:#?}");
     // The kills really caught creates that Salesforce finished after the restart: the
     // restarted host waited for them, then adopted them.
@@ -1911,11 +1978,11 @@ async fn sigkill_with_creates_in_flight_that_salesforce_commits_after_the_restar
     );
     println!(
         "crash-mid-create test: {} Tasks (single), {} (batched), {} Cases, each once; {adopted} \
-         adopted after {KILL_ROUNDS} SIGKILLs; restarts {restarts:?} vs creates committed after \
-         {SLOW_CREATE:?}; total {:?}",
-        calls_s.len(),
-        calls_b.len(),
-        calls_c.len(),
+         adoption lines after {KILL_ROUNDS} SIGKILLs; restarts {restarts:?} vs creates committed \
+         after {SLOW_CREATE:?}; total {:?}",
+        f.calls_s.len(),
+        f.calls_b.len(),
+        f.calls_c.len(),
         t0.elapsed()
     );
 }
@@ -2054,102 +2121,16 @@ const EXTERNAL_ID: &str = "PBX_Call_Id__c";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_an_external_id_field_a_sigkill_mid_upsert_still_writes_each_record_once() {
     let t0 = Instant::now();
-    let sf = standin().await;
-    let (org_s, org_b, org_c) = (
-        sf.add_org(OrgSpec::default()),
-        sf.add_org(OrgSpec::default()),
-        sf.add_org(OrgSpec::default()),
-    );
-    for (org, sobject, path) in [
-        (&org_s, "Task", "/sobjects/Task/"),
-        (&org_b, "Task", "/composite/sobjects/Task/"),
-        (&org_c, "Case", "/sobjects/Case/"),
-    ] {
-        org.add_custom_field_with(
-            sobject,
-            sf_standin::CustomField::new(EXTERNAL_ID, sf_standin::CustomFieldType::String)
-                .external_id(),
-        )
-        .expect("external-id field");
-        org.inject(
-            Fault::new(FaultKind::Latency(SLOW_CREATE))
-                .method("PATCH")
-                .path_contains(path)
-                .times(u32::MAX),
-        );
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let upsert = format!(", task_external_id_field = \"{EXTERNAL_ID}\"");
-    let mut single = TenantSetup::new("single", &sf, &org_s);
-    single.plugin_lines = "batch_window_ms = 0".into();
-    single.config_extra = upsert.clone();
-    let mut batched = TenantSetup::new("batched", &sf, &org_b);
-    batched.config_extra = upsert;
-    write_setup(dir.path(), Some(BATCH), &[single, batched]);
-    let spec_c = org_c.spec();
-    let mut toml = std::fs::read_to_string(dir.path().join("plugins.toml")).expect("toml");
-    toml.push_str(
-        &case_creation_toml("cases", &sf.base_url(), &spec_c).replace(
-            SLOW_CREATE_TIMEOUT,
-            &format!(", case_external_id_field = \"{EXTERNAL_ID}\""),
-        ),
-    );
-    std::fs::write(dir.path().join("plugins.toml"), toml).expect("toml");
-    let mut secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).expect("secrets");
-    secrets.push_str(&format!(
-        "[cases.case-creation]\n\"salesforce.password\" = \"{}\"\n\"salesforce.security_token\" = \"{}\"\n\"salesforce.client_secret\" = \"{}\"\n",
-        spec_c.password, spec_c.security_token, spec_c.client_secret
-    ));
-    std::fs::write(dir.path().join("secrets.toml"), secrets).expect("secrets");
-
-    let mut host = HostProcess::start(dir.path()).await;
-    let (mut calls_s, mut calls_b, mut calls_c) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    let mut f = SlowCreates::new(Some(EXTERNAL_ID)).await;
+    let dir = f.dir.path().to_path_buf();
+    let mut host = HostProcess::start(&dir).await;
     for round in 0..KILL_ROUNDS {
-        for i in 0..3 {
-            let id = format!("r{round}-s{i}");
-            post_ok(
-                &host,
-                &ended_call(
-                    "single",
-                    &id,
-                    "inbound",
-                    "0312345678",
-                    "0501111222",
-                    "answered",
-                    30,
-                ),
-            )
-            .await;
-            calls_s.insert(id);
-        }
-        for i in 0..10 {
-            let id = format!("r{round}-b{i}");
-            post_ok(
-                &host,
-                &ended_call(
-                    "batched",
-                    &id,
-                    "inbound",
-                    "0312345678",
-                    "0501111222",
-                    "answered",
-                    30,
-                ),
-            )
-            .await;
-            calls_b.insert(id);
-        }
-        for i in 0..2 {
-            let id = format!("r{round}-q{i}");
-            let caller = format!("0366{round:02}{i:04}");
-            post_ok(&host, &queue_entered("cases", &id, &caller)).await;
-            calls_c.push((id, caller));
-        }
+        f.post_round(&host, round).await;
         // The upserts leave within a second or so (login, search); Salesforce holds each for
         // SLOW_CREATE. Kill while they are held, restart at once.
         tokio::time::sleep(SLOW_CREATE / 2).await;
         host.kill();
-        host = HostProcess::start(dir.path()).await;
+        host = HostProcess::start(&dir).await;
     }
     wait_drained(
         &host,
@@ -2160,21 +2141,10 @@ async fn with_an_external_id_field_a_sigkill_mid_upsert_still_writes_each_record
     // Salesforce finishes the killed hosts' upserts too: wait until nothing is held.
     tokio::time::sleep(SLOW_CREATE + Duration::from_millis(500)).await;
 
-    let mut problems = exactly_once_problems("single", &org_s, &calls_s);
-    problems.extend(exactly_once_problems("batched", &org_b, &calls_b));
-    let cases = org_c.records("Case");
-    for (call, caller) in &calls_c {
-        let n = cases
-            .iter()
-            .filter(|c| c["SuppliedPhone"].as_str() == Some(caller.as_str()))
-            .count();
-        if n != 1 {
-            problems.push(format!("cases: queue call {call} has {n} Cases"));
-        }
-    }
-    for t in tasks_by_call(&org_s)
+    let mut problems = f.problems();
+    for t in tasks_by_call(&f.org_s)
         .values()
-        .chain(tasks_by_call(&org_b).values())
+        .chain(tasks_by_call(&f.org_b).values())
     {
         if t[0][EXTERNAL_ID] != t[0]["CallObject"] {
             problems.push(format!(
@@ -2192,21 +2162,21 @@ async fn with_an_external_id_field_a_sigkill_mid_upsert_still_writes_each_record
             .count()
     };
     let (u_s, u_b, u_c) = (
-        upserts(&org_s, "/sobjects/Task/"),
-        upserts(&org_b, "/composite/sobjects/Task/"),
-        upserts(&org_c, "/sobjects/Case/"),
+        upserts(&f.org_s, "/sobjects/Task/"),
+        upserts(&f.org_b, "/composite/sobjects/Task/"),
+        upserts(&f.org_c, "/sobjects/Case/"),
     );
     assert!(
-        u_s > calls_s.len() || u_c > calls_c.len() || u_b > KILL_ROUNDS,
+        u_s > f.calls_s.len() || u_c > f.calls_c.len() || u_b > KILL_ROUNDS,
         "no upsert was repeated after a kill ({u_s} single, {u_b} batched, {u_c} Case \
          upserts): the kills missed them"
     );
     println!(
         "crash-mid-upsert test: {} Tasks (single, {u_s} upserts), {} (batched, {u_b} collection \
          upserts), {} Cases ({u_c} upserts), each once after {KILL_ROUNDS} SIGKILLs; total {:?}",
-        calls_s.len(),
-        calls_b.len(),
-        calls_c.len(),
+        f.calls_s.len(),
+        f.calls_b.len(),
+        f.calls_c.len(),
         t0.elapsed()
     );
 }

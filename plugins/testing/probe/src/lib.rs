@@ -21,6 +21,12 @@
 //!   - `tcp-connect` `{addr}` → `ok:connected`
 //!   - `clock` → `ok:{ms since the Unix epoch}`
 //!   - `trap` → the instance traps here (the ops before it have run; the look-up fails)
+//!   - `repeat` `{times,do:{op}}` → runs the op `times` times: `ok:{times}:{last result}`
+//!   - `contacts-fill` `{prefix,count,field?,bytes?,phones?}` → upserts `count` entries
+//!     `{prefix}{i}` in batches of 1,000, each with `phones` numbers (default 1) and, if
+//!     `field` is given (name, company, email, label, number, record-type, external-id,
+//!     account-id), that field `bytes` long: `ok:{stored}`, or the first error then
+//!     ` after {stored}`
 //!
 //!   Errors: the WIT variant's case in kebab-case, then its payload: `err:denied:{msg}`,
 //!   `err:not-set:{name}`, `err:timeout`, `err:too-large:{n}`, `err:connect:{msg}`,
@@ -30,7 +36,8 @@
 //!
 //!   Garbage returns: `config.ivr_error_size: n` makes the look-up fail with a plugin-error
 //!   whose message is `n` bytes (before any op runs); `config.pad_bytes: n` adds a variable
-//!   `"pad"` of `n` bytes after the ops' results.
+//!   `"pad"` of `n` bytes after the ops' results; `config.empty_vars: n` adds `n` variables
+//!   whose name and value are empty.
 //! * `event-handler.handle-event` performs `config.attack` (see [`Attack`]).
 //! * `scheduled.run` logs the schedule name and increments state `runs:{name}`.
 //! * `settings-check.check` returns `config.check_items`, or one ok item named "probe".
@@ -56,7 +63,7 @@ pbx_plugin_sdk::generate!("host", "../../../wit");
 const BODY_ECHO: usize = 4096;
 
 /// One step of `config.ops`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 enum Op {
     Http {
@@ -114,6 +121,25 @@ enum Op {
     },
     Clock,
     Trap,
+    Repeat {
+        times: u64,
+        #[serde(rename = "do")]
+        inner: Box<Op>,
+    },
+    ContactsFill {
+        prefix: String,
+        count: u64,
+        #[serde(default)]
+        field: Option<String>,
+        #[serde(default)]
+        bytes: usize,
+        #[serde(default = "one")]
+        phones: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_method() -> String {
@@ -125,7 +151,7 @@ fn default_level() -> String {
 }
 
 /// A phone-book entry as JSON (the WIT `contact` with snake_case names).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ContactJson {
     external_id: String,
     #[serde(default = "default_record_type")]
@@ -147,7 +173,7 @@ fn default_record_type() -> String {
     "Contact".into()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PhoneJson {
     #[serde(default = "default_label")]
     label: String,
@@ -377,7 +403,77 @@ fn run_op(host: &impl Host, op: Op) -> String {
             Err(e) => format!("err:clock:{e}"),
         },
         Op::Trap => trap(),
+        Op::Repeat { times, inner } => {
+            let mut last = String::new();
+            for _ in 0..times {
+                last = run_op(host, (*inner).clone());
+            }
+            format!("ok:{times}:{last}")
+        }
+        Op::ContactsFill {
+            prefix,
+            count,
+            field,
+            bytes,
+            phones,
+        } => contacts_fill(host, &prefix, count, field.as_deref(), bytes, phones),
     }
+}
+
+/// One generated phone-book entry of `contacts-fill`.
+fn fill_entry(i: u64, prefix: &str, field: Option<&str>, bytes: usize, phones: u32) -> Contact {
+    let long = "x".repeat(bytes);
+    let mut c = Contact {
+        external_id: format!("{prefix}{i}"),
+        record_type: "Contact".into(),
+        name: format!("Fill {i}"),
+        company: None,
+        email: None,
+        phones: (0..phones)
+            .map(|k| Phone {
+                label: "Phone".into(),
+                number: format!("+8150{:08}", (i * 16 + u64::from(k)) % 100_000_000),
+            })
+            .collect(),
+        account_id: None,
+        modified_at: Some(i as i64),
+    };
+    match field {
+        Some("name") => c.name = long,
+        Some("company") => c.company = Some(long),
+        Some("email") => c.email = Some(long),
+        Some("label") => c.phones.iter_mut().for_each(|p| p.label = long.clone()),
+        Some("number") => c.phones.iter_mut().for_each(|p| p.number = long.clone()),
+        Some("record-type") => c.record_type = long,
+        Some("external-id") => c.external_id = long,
+        Some("account-id") => c.account_id = Some(long),
+        _ => {}
+    }
+    c
+}
+
+fn contacts_fill(
+    host: &impl Host,
+    prefix: &str,
+    count: u64,
+    field: Option<&str>,
+    bytes: usize,
+    phones: u32,
+) -> String {
+    let mut stored = 0u64;
+    let mut i = 0u64;
+    while i < count {
+        let end = (i + 1000).min(count);
+        let batch: Vec<Contact> = (i..end)
+            .map(|k| fill_entry(k, prefix, field, bytes, phones))
+            .collect();
+        match host.contacts_upsert(&batch) {
+            Ok(n) => stored += u64::from(n),
+            Err(e) => return format!("{} after {stored}", contacts_err(e)),
+        }
+        i = end;
+    }
+    format!("ok:{stored}")
 }
 
 /// The op's name, for the variable name, even when the op does not parse.
@@ -405,6 +501,8 @@ const KNOWN_OPS: &[&str] = &[
     "env",
     "tcp-connect",
     "clock",
+    "repeat",
+    "contacts-fill",
 ];
 
 fn parse_config(ctx: &Context) -> Result<Value, PluginError> {
@@ -444,6 +542,8 @@ fn lookup(host: &impl Host, ctx: &Context) -> Result<IvrDecision, PluginError> {
     if pad > 0 {
         variables.push(("pad".into(), "p".repeat(pad)));
     }
+    let empty = usize::try_from(get_u64(&config, "empty_vars", 0)).unwrap_or(usize::MAX);
+    variables.extend(std::iter::repeat_n((String::new(), String::new()), empty));
     Ok(IvrDecision {
         speech: Some("probe".into()),
         route: config

@@ -26,10 +26,12 @@ const SECRETS: [(&str, &str); 3] = [
     ("salesforce.client_secret", "demo-client-secret"),
 ];
 
-/// The HTTP client side of the demo: what a PBX and a tenant admin send.
+/// The HTTP client side of the demo: what a PBX (with the operator's token) and a tenant
+/// admin (with a token for its own tenant only) send.
 struct Pbx {
     api: String,
     http: reqwest::Client,
+    token: String,
 }
 
 impl Pbx {
@@ -39,7 +41,10 @@ impl Pbx {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -336,6 +341,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut opts = HostOptions::new(&config, data.path());
     opts.schedule_tick = Duration::from_secs(3600); // the demo runs the import itself
+    // The API is never open, not even in the demo: the PBX uses the operator's token, the
+    // tenant admin a token for its own tenant.
+    let operator_token = pbx_host::auth::new_token();
+    opts.operator_token = Some(operator_token.clone());
     let host = Host::start(opts)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -356,29 +365,52 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let pbx = Pbx {
-        api: format!("http://{}", listener.local_addr()?),
-        http: reqwest::Client::new(),
-    };
+    let api = format!("http://{}", listener.local_addr()?);
+    // api::serve refuses its socket to every plugin before it answers a request.
     tokio::spawn(pbx_host::api::serve(
         host.clone(),
         listener,
         std::future::pending(),
     ));
+    let pbx = Pbx {
+        api: api.clone(),
+        http: reqwest::Client::new(),
+        token: operator_token,
+    };
+    use reqwest::Method;
+    let minted = pbx
+        .send(
+            Method::POST,
+            "/v1/tenants/acme/tokens",
+            Some(&json!({"label": "acme admin (demo)"})),
+        )
+        .await?;
+    let admin = Pbx {
+        api,
+        http: reqwest::Client::new(),
+        token: minted["token"]
+            .as_str()
+            .context("the API minted no tenant token")?
+            .to_string(),
+    };
+    println!(
+        "API on {} (operator token for the PBX, a tenant token for acme's admin; plugins may reach only the stand-in on {STANDIN_ADDR})",
+        pbx.api
+    );
 
     // 3. The tenant admin: credentials (write-only), the agent mapping, "verify settings".
-    use reqwest::Method;
     for plugin in PLUGINS {
         for (name, value) in SECRETS {
-            pbx.send(
-                Method::PUT,
-                &format!("/v1/tenants/acme/plugins/{plugin}/secrets/{name}"),
-                Some(&json!({"value": value})),
-            )
-            .await?;
+            admin
+                .send(
+                    Method::PUT,
+                    &format!("/v1/tenants/acme/plugins/{plugin}/secrets/{name}"),
+                    Some(&json!({"value": value})),
+                )
+                .await?;
         }
     }
-    let views = pbx
+    let views = admin
         .send(Method::GET, "/v1/tenants/acme/plugins", None)
         .await?;
     let mut logger_config = views
@@ -389,15 +421,16 @@ async fn main() -> anyhow::Result<()> {
         .map(|v| v["config"].clone())
         .unwrap_or_default();
     logger_config["agent_users"] = json!({"201": tanaka, "202": ito});
-    pbx.send(
-        Method::PUT,
-        "/v1/tenants/acme/plugins/history-logger/config",
-        Some(&logger_config),
-    )
-    .await?;
+    admin
+        .send(
+            Method::PUT,
+            "/v1/tenants/acme/plugins/history-logger/config",
+            Some(&logger_config),
+        )
+        .await?;
     println!("\nverify settings (acme):");
     for plugin in PLUGINS {
-        let v = pbx
+        let v = admin
             .send(
                 Method::POST,
                 &format!("/v1/tenants/acme/plugins/{plugin}/verify"),
@@ -561,11 +594,11 @@ async fn main() -> anyhow::Result<()> {
         acme.api_calls(),
         acme.api_calls() as f64 / logged as f64
     );
-    let dead = pbx
+    let dead = admin
         .send(Method::GET, "/v1/tenants/acme/deliveries?status=dead", None)
         .await?;
     println!("dead letters: {}", dead.as_array().map_or(0, Vec::len));
-    let usage = pbx
+    let usage = admin
         .send(Method::GET, "/v1/tenants/acme/usage", None)
         .await?;
     let mut totals = std::collections::BTreeMap::<String, i64>::new();
@@ -582,7 +615,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let log = pbx
+    let log = admin
         .send(Method::GET, "/v1/tenants/acme/log?limit=14", None)
         .await?;
     println!("\nintegration log of acme (the newest lines):");

@@ -117,6 +117,20 @@ pub(super) async fn run(host: Host) {
                     {
                         continue;
                     }
+                    // A schedule run is an invocation like a delivery: over the tenant's
+                    // budget for this plugin it waits for a later tick (budget.rs).
+                    let limit = host.invocations_per_minute(&registry, plugin);
+                    if let super::budget::Admission::Deferred { .. } = host
+                        .inner
+                        .budget
+                        .admit(&tenant.id, &plugin.id, limit, 0, now)
+                    {
+                        running
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        continue;
+                    }
                     let (host, running) = (host.clone(), running.clone());
                     tokio::spawn(async move {
                         if let Err(e) = host.run_schedule(&key.0, &key.1, &key.2).await {

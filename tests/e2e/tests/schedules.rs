@@ -78,3 +78,23 @@ async fn h7_a_run_with_more_to_do_is_run_again_soon() {
     );
     env.stop().await;
 }
+
+/// Schedule runs count against the tenant's invocation budget for the plugin (issue 11 item
+/// 2): at a 1-s interval with a budget of 2 a minute, a 5-s window sees at most the budget of
+/// the one or two clock minutes it spans, where it ran about five times without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_runs_count_against_the_invocation_budget() {
+    let sf = standin().await;
+    let toml = TOML.replace(
+        "[plugins.probe.grants]",
+        "[plugins.probe.limits]\ninvocations_per_minute = 2\n[plugins.probe.grants]",
+    );
+    let env = TestEnv::start(&toml, &sf.base_url()).await;
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let acme = runs(&env, "acme").await;
+    assert!(
+        (1..=4).contains(&acme),
+        "acme ran {acme} times in 5 s with a budget of 2 invocations a minute"
+    );
+    env.stop().await;
+}

@@ -532,6 +532,9 @@ async fn ivr_child(base: String, session: String, per_worker: usize) -> anyhow::
 [host]
 allow_private_networks = ["127.0.0.0/8"]
 max_concurrent_instances = 128
+# Sized for the load measured: one tenant's 64 look-ups at once at the default 64 MiB each,
+# with the eighth of the budget that fair sharing keeps for other tenants on top.
+instance_memory_budget_mib = 8192
 [plugins.probe]
 component = "{}"
 [plugins.probe.grants]

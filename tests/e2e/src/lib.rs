@@ -487,3 +487,102 @@ impl Drop for HostProcess {
         }
     }
 }
+
+/// A host with an operator token, its HTTP API served on a free loopback port by
+/// `pbx_host::api::serve` (`TestEnv` starts without a token). `@PLUGINS@` in the config is the
+/// components' directory.
+pub struct AuthEnv {
+    _dir: tempfile::TempDir,
+    pub host: Host,
+    pub api: String,
+    pub http: reqwest::Client,
+    /// The operator's token the host was started with.
+    pub operator: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl AuthEnv {
+    pub async fn start(config: &str, operator_token: &str) -> AuthEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("plugins.toml");
+        std::fs::write(
+            &path,
+            config.replace("@PLUGINS@", &plugin_dir().display().to_string()),
+        )
+        .expect("plugins.toml");
+        let mut opts = HostOptions::new(&path, dir.path().join("data"));
+        opts.operator_token = Some(operator_token.into());
+        opts.reload_interval = None;
+        let host = Host::start(opts).await.expect("host starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let api = format!("http://{}", listener.local_addr().expect("addr"));
+        let h = host.clone();
+        let server = tokio::spawn(async move {
+            let _ = pbx_host::api::serve(h, listener, std::future::pending()).await;
+        });
+        AuthEnv {
+            _dir: dir,
+            host,
+            api,
+            http: reqwest::Client::new(),
+            operator: operator_token.to_string(),
+            server,
+        }
+    }
+
+    /// One request with `token` (or none); the status and the body as text.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// [`AuthEnv::call`] with a token, the body as JSON (a string when it is not JSON).
+    pub async fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, text) = self.call(method, path, Some(token), body).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A new tenant token, issued with the operator's token.
+    pub async fn tenant_token(&self, tenant: &str) -> String {
+        let (status, body) = self
+            .call_json(
+                "POST",
+                &format!("/v1/tenants/{tenant}/tokens"),
+                &self.operator,
+                Some(json!({"label": "admin"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn stop(self) {
+        self.host.shutdown().await;
+        self.server.abort();
+    }
+}

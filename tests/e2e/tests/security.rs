@@ -5,9 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pbx_e2e::{TestEnv, ended_call, standin};
+use pbx_e2e::{AuthEnv, TestEnv, ended_call, standin};
 use pbx_host::store::DeliveryStatus;
-use pbx_host::{Host, HostOptions};
 use serde_json::{Value, json};
 use sf_standin::OrgSpec;
 
@@ -409,71 +408,9 @@ config = {}
 
 const OPERATOR: &str = "operator-token-for-tests-5b1f";
 
-/// A host with an operator token and its API: `TestEnv` starts without one.
-struct AuthEnv {
-    _dir: tempfile::TempDir,
-    host: Host,
-    api: String,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl AuthEnv {
-    async fn start(config: &str) -> AuthEnv {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plugins.toml");
-        std::fs::write(
-            &path,
-            config.replace("@PLUGINS@", &pbx_e2e::plugin_dir().display().to_string()),
-        )
-        .unwrap();
-        let mut opts = HostOptions::new(&path, dir.path().join("data"));
-        opts.operator_token = Some(OPERATOR.into());
-        opts.reload_interval = None;
-        let host = Host::start(opts).await.expect("host starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        let h = host.clone();
-        let server = tokio::spawn(async move {
-            let _ = pbx_host::api::serve(h, listener, std::future::pending()).await;
-        });
-        AuthEnv {
-            _dir: dir,
-            host,
-            api,
-            http: reqwest::Client::new(),
-            server,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}{path}", self.api));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
-    }
-
-    async fn stop(self) {
-        self.host.shutdown().await;
-        self.server.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_tokens_reach_only_their_own_tenants_admin_routes() {
-    let env = AuthEnv::start(PROBE_TOML).await;
+    let env = AuthEnv::start(PROBE_TOML, OPERATOR).await;
     let (status, body) = env
         .call(
             "POST",

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pbx_e2e::{HostProcess, TestEnv, standin};
-use pbx_host::{Host, HostOptions};
+use pbx_e2e::{AuthEnv, HostProcess, TestEnv, standin};
 use serde_json::{Value, json};
 
 /// The probe plugin with grants that take whole origins from the tenant's settings, as the
@@ -364,86 +363,6 @@ config = {}
 
 const OPERATOR: &str = "operator-token-for-takeover-tests-9c2e";
 
-/// A host with an operator token, served by `pbx_host::api::serve`.
-struct AuthEnv {
-    _dir: tempfile::TempDir,
-    host: Host,
-    api: String,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl AuthEnv {
-    async fn start(config: &str) -> AuthEnv {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plugins.toml");
-        std::fs::write(
-            &path,
-            config.replace("@PLUGINS@", &pbx_e2e::plugin_dir().display().to_string()),
-        )
-        .unwrap();
-        let mut opts = HostOptions::new(&path, dir.path().join("data"));
-        opts.operator_token = Some(OPERATOR.into());
-        opts.reload_interval = None;
-        let host = Host::start(opts).await.expect("host starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        let h = host.clone();
-        let server = tokio::spawn(async move {
-            let _ = pbx_host::api::serve(h, listener, std::future::pending()).await;
-        });
-        AuthEnv {
-            _dir: dir,
-            host,
-            api,
-            http: reqwest::Client::new(),
-            server,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn tenant_token(&self, tenant: &str) -> String {
-        let (status, body) = self
-            .call(
-                "POST",
-                &format!("/v1/tenants/{tenant}/tokens"),
-                OPERATOR,
-                Some(json!({"label": "admin"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["token"].as_str().unwrap().to_string()
-    }
-
-    async fn stop(self) {
-        self.host.shutdown().await;
-        self.server.abort();
-    }
-}
-
 /// Every plugin route a tenant admin uses, for `plugin` of `tenant`.
 fn plugin_routes(tenant: &str, plugin: &str) -> Vec<(&'static str, String, Option<Value>)> {
     let base = format!("/v1/tenants/{tenant}/plugins/{plugin}");
@@ -467,14 +386,14 @@ fn plugin_routes(tenant: &str, plugin: &str) -> Vec<(&'static str, String, Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_admin_sets_up_only_plugins_offered_to_its_tenant() {
-    let env = AuthEnv::start(OFFERS_TOML).await;
+    let env = AuthEnv::start(OFFERS_TOML, OPERATOR).await;
     let acme = env.tenant_token("acme").await;
     let globex = env.tenant_token("globex").await;
 
     // Offered: configured for acme (probe), or listed in `offered` (offered-only).
     for plugin in ["probe", "offered-only"] {
         for (method, path, body) in plugin_routes("acme", plugin) {
-            let (status, resp) = env.call(method, &path, &acme, body).await;
+            let (status, resp) = env.call_json(method, &path, &acme, body).await;
             assert!(
                 (200..300).contains(&status),
                 "{method} {path} with acme's token: {status} {resp}"
@@ -490,7 +409,7 @@ async fn a_tenant_admin_sets_up_only_plugins_offered_to_its_tenant() {
         ("globex", &globex, "catalogue"),
     ] {
         for (method, path, body) in plugin_routes(tenant, plugin) {
-            let (status, resp) = env.call(method, &path, token, body).await;
+            let (status, resp) = env.call_json(method, &path, token, body).await;
             assert_eq!(status, 403, "{method} {path}: {resp}");
             assert_eq!(resp["error"]["code"], "not-offered", "{resp}");
             let message = resp["error"]["message"].as_str().unwrap_or("");
@@ -502,7 +421,7 @@ async fn a_tenant_admin_sets_up_only_plugins_offered_to_its_tenant() {
     }
     // None of it took effect, and the tenant sees only what it was offered.
     let (status, list) = env
-        .call("GET", "/v1/tenants/acme/plugins", &acme, None)
+        .call_json("GET", "/v1/tenants/acme/plugins", &acme, None)
         .await;
     assert_eq!(status, 200, "{list}");
     let mut seen: Vec<&str> = list
@@ -514,7 +433,7 @@ async fn a_tenant_admin_sets_up_only_plugins_offered_to_its_tenant() {
     seen.sort_unstable();
     assert_eq!(seen, ["offered-only", "probe"], "{list}");
     let (_, all) = env
-        .call("GET", "/v1/tenants/acme/plugins", OPERATOR, None)
+        .call_json("GET", "/v1/tenants/acme/plugins", OPERATOR, None)
         .await;
     let catalogue = all
         .as_array()
@@ -531,14 +450,14 @@ async fn a_tenant_admin_sets_up_only_plugins_offered_to_its_tenant() {
 
     // The operator may set up any plugin for any tenant.
     for (method, path, body) in plugin_routes("acme", "catalogue") {
-        let (status, resp) = env.call(method, &path, OPERATOR, body).await;
+        let (status, resp) = env.call_json(method, &path, OPERATOR, body).await;
         assert!(
             (200..300).contains(&status),
             "{method} {path}: {status} {resp}"
         );
     }
     let (status, resp) = env
-        .call(
+        .call_json(
             "PUT",
             "/v1/tenants/acme/plugins/no-such-plugin/enabled",
             OPERATOR,

@@ -1094,6 +1094,18 @@ impl Host for Invocation {
 mod tests {
     use super::*;
 
+    /// Answers every connection to `listener` with `200 ok`.
+    async fn answer_ok(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    }
+
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()
     }
@@ -1431,22 +1443,11 @@ mod tests {
     /// the port from the request; the same name at another port connects.
     #[tokio::test]
     async fn the_resolver_refuses_a_listen_socket_by_address_and_port() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_addr = api.local_addr().unwrap();
         let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let other_addr = other.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = other.accept().await {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            }
-        });
+        tokio::spawn(answer_ok(other));
         let client = HttpClient::new(NetPolicy {
             allowed_internal: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         })
@@ -1538,19 +1539,9 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = target.local_addr().unwrap();
-            tokio::spawn(async move {
-                let (mut s, _) = target.accept().await.unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
+            tokio::spawn(answer_ok(target));
             let client = HttpClient::new(NetPolicy {
                 allowed_internal: vec!["127.0.0.0/8".parse().unwrap()],
             })

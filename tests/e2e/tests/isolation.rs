@@ -358,11 +358,16 @@ async fn the_instance_memory_budget_admits_a_neighbour_and_refuses_the_excess_at
     assert_eq!(neighbour["source"], "plugin", "{neighbour} after {took:?}");
     for s in slow {
         let (d, _) = s.await.unwrap();
+        // They held their memory until they ended: at their deadline, or (on a loaded
+        // machine) when their own request to the silent server timed out first.
+        let timed_out_inside =
+            d["source"] == "plugin" && d["variables"][0][1].as_str() == Some("err:timeout");
         assert!(
-            d["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("deadline") || r.contains("wall-clock")),
-            "acme's first three ran until their deadline: {d}"
+            timed_out_inside
+                || d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("deadline") || r.contains("wall-clock")),
+            "acme's first three ran until their deadline or their request's timeout: {d}"
         );
     }
     env.stop().await;
